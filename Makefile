@@ -1,0 +1,52 @@
+# Two commands do all set-up on a fresh machine: `make dev` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test lint typecheck unit integration e2e sam-validate sam-build bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+## make dev: run the local stack (moto + API on 127.0.0.1:3000 + upstream emulator) in the foreground
+dev: $(STAMP)
+	$(BIN)/imagegw dev
+
+## make test: lint, type-check, the template checks and every test tier
+test: $(STAMP) lint typecheck sam-validate sam-build
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+sam-validate: $(STAMP)
+	$(BIN)/sam validate --lint
+
+sam-build: $(STAMP)
+	$(BIN)/sam build
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

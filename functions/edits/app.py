@@ -1,0 +1,5 @@
+"""Lambda handler for the edits route: everything lives in the imagegw layer."""
+
+from imagegw.api import make_api_handler
+
+lambda_handler = make_api_handler()

@@ -1,0 +1,148 @@
+"""The HTTP side: one Powertools REST resolver serving the image routes, and the one error mapper hook.
+
+Each Lambda function only receives its own route; all of them share this app.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+
+from .domain import HttpRequest, Operation
+from .errors import ApiError, NotFound, to_error_response
+from .observability import logger, metrics, tracer
+from .responses import ApiResponse
+from .service import ImageService
+
+
+def create_app(service_factory: Callable[[], ImageService]) -> APIGatewayRestResolver:
+    """`service_factory` is called once, on the first request, so importing a handler makes no AWS call."""
+    app = APIGatewayRestResolver()
+    service_box: list[ImageService] = []
+
+    def service() -> ImageService:
+        if not service_box:
+            service_box.append(service_factory())
+        return service_box[0]
+
+    def dispatch(operation: Operation) -> Response:
+        http = http_request(app.current_event.raw_event)
+        logger.append_keys(request_id=http.request_id, route=http.path)
+        context = app.lambda_context
+        remaining = context.get_remaining_time_in_millis if context else (lambda: 900_000)
+        return to_response(service().handle(operation, http, remaining), http.request_id)
+
+    @app.post("/v1/images/generations")
+    def generations() -> Response:
+        return dispatch("generations")
+
+    @app.post("/v1/images/edits")
+    def edits() -> Response:
+        return dispatch("edits")
+
+    @app.post("/v1/images/variations")
+    def variations() -> Response:
+        return dispatch("variations")
+
+    @app.not_found
+    def not_found(_: Exception) -> Response:
+        event = app.current_event
+        raise NotFound(f"Invalid URL ({event.http_method} {event.path})", code="unknown_url")
+
+    @app.exception_handler(Exception)
+    def handle_error(exc: Exception) -> Response:
+        request_id = request_id_of(app.current_event.raw_event)
+        if not isinstance(exc, ApiError):
+            logger.exception("unhandled error")
+        mapped = to_error_response(exc)
+        metrics.add_metric(name=f"Status{mapped.status // 100}xx", unit="Count", value=1)
+        return Response(
+            status_code=mapped.status,
+            content_type="application/json",
+            body=json.dumps(mapped.body),
+            headers={**mapped.headers, "x-request-id": request_id},
+        )
+
+    return app
+
+
+def to_response(api: ApiResponse, request_id: str) -> Response:
+    return Response(
+        status_code=api.status,
+        content_type=api.content_type,
+        body=api.body,
+        headers={**api.headers, "x-request-id": request_id},
+    )
+
+
+def request_id_of(event: dict[str, Any]) -> str:
+    """`req_` plus API Gateway's own request id, so access logs and client reports correlate."""
+    cached = event.get("_imagegw_request_id")
+    if cached:
+        return str(cached)
+    aws_id = (event.get("requestContext") or {}).get("requestId") or uuid.uuid4().hex
+    request_id = "req_" + str(aws_id).replace("-", "")
+    event["_imagegw_request_id"] = request_id
+    return request_id
+
+
+def http_request(event: dict[str, Any]) -> HttpRequest:
+    raw_body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        body = base64.b64decode(raw_body)
+    else:
+        body = raw_body.encode("utf-8", errors="surrogateescape")
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    return HttpRequest(
+        method=event.get("httpMethod", ""),
+        path=event.get("path", ""),
+        headers=headers,
+        body=body,
+        request_id=request_id_of(event),
+        path_params=dict(event.get("pathParameters") or {}),
+    )
+
+
+def serve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Resolve one API Gateway event and write the access log line (never the key, prompt or bytes)."""
+    started = time.monotonic()
+    result = app.resolve(event, context)
+    status = int(result.get("statusCode", 500))
+    headers = result.get("headers") or {}
+    if status >= 400 and "x-should-retry" in headers:
+        metrics.add_metric(name="UpstreamFailures", unit="Count", value=1)
+    logger.info(
+        "request finished",
+        extra={
+            "request_id": request_id_of(event),
+            "route": event.get("path"),
+            "status": status,
+            "latency_ms": int((time.monotonic() - started) * 1000),
+        },
+    )
+    return result
+
+
+def make_api_handler() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda entry point every API function uses: settings validated once, at cold start."""
+    from aws_lambda_powertools.logging import correlation_paths
+
+    from .settings import Settings
+    from .wiring import build_service
+
+    settings = Settings.from_env()
+    app = create_app(lambda: build_service(settings))
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return serve(app, event, context)
+
+    return lambda_handler

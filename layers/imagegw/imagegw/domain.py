@@ -1,0 +1,106 @@
+"""The request and result objects that flow through the pipeline: parse -> validate -> route -> store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Operation = Literal["generations", "edits", "variations"]
+OPERATIONS: tuple[Operation, ...] = ("generations", "edits", "variations")
+
+
+@dataclass
+class HttpRequest:
+    """What a handler needs from an API Gateway REST (v1) proxy event, body already decoded to bytes."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    request_id: str
+    path_params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+@dataclass
+class ImageFile:
+    """An input image, identified by its bytes (never by the part's declared Content-Type)."""
+
+    field_name: str  # as the error `param` names it: image, image[0], mask
+    data: bytes
+    filename: str = "image"
+    declared_type: str = "application/octet-stream"
+    format: str | None = None  # png, jpeg, webp, gif (sniffed); None when not an image
+    width: int = 0
+    height: int = 0
+    mode: str = ""  # Pillow mode: RGBA, RGB, LA, L, P...
+
+    @property
+    def mimetype(self) -> str:
+        return {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}.get(
+            self.format or "", self.declared_type
+        )
+
+
+@dataclass
+class RawRequest:
+    """A parsed body before validation: scalars as the client sent them (multipart gives strings)."""
+
+    operation: Operation
+    fields: dict[str, Any]
+    images: list[ImageFile] = field(default_factory=list)
+    mask: ImageFile | None = None
+    image_urls: list[str] = field(default_factory=list)  # JSON edits: https or data URLs, fetched later
+    mask_url: str | None = None
+    multipart: bool = False
+
+
+@dataclass
+class ImageRequest:
+    """A validated request: `params` holds exactly what the client-facing model takes, defaults applied."""
+
+    operation: Operation
+    model: str
+    params: dict[str, Any]
+    images: list[ImageFile] = field(default_factory=list)
+    mask: ImageFile | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.params.get("n", 1))
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.params.get("stream", False))
+
+
+@dataclass
+class GeneratedImage:
+    data: bytes
+    revised_prompt: str | None = None
+
+
+@dataclass
+class UpstreamResult:
+    images: list[GeneratedImage]
+    usage: dict[str, Any] | None = None
+    partial_images: list[bytes] = field(default_factory=list)
+    # Top-level facts the upstream reported (background, output_format, quality, size).
+    meta: dict[str, Any] = field(default_factory=dict)
+    route: str = ""  # which route served it, for logs and the usage log
+
+
+@dataclass
+class Caller:
+    """The authenticated API key, as the rest of the pipeline sees it (never the raw key)."""
+
+    key_hash: str
+    key_id: str
+    display: str  # e.g. "sk-ab...yz"
+    name: str = ""
+    allowed_models: list[str] | None = None
+    quota_images: int | None = None
+    rate_limit_per_minute: int | None = None

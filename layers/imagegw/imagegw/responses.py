@@ -1,0 +1,130 @@
+"""Turns an upstream result into the OpenAI response body: JSON (url / b64_json) or an SSE stream."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .domain import ImageRequest, UpstreamResult
+from .errors import RequestTooLarge
+from .images import sniff_format
+from .storage import ImageStore, image_key
+
+# Lambda's synchronous response limit is 6 MB including the envelope; keep a margin for headers.
+MAX_SYNC_BODY_BYTES = 6 * 1024 * 1024 - 64 * 1024
+
+GPT_TOP_LEVEL = ("background", "output_format", "quality", "size")
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: str
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def render(
+    request: ImageRequest,
+    result: UpstreamResult,
+    *,
+    store: ImageStore,
+    request_id: str,
+    created: int,
+    gpt_model: bool,
+) -> tuple[ApiResponse, list[str]]:
+    """Build the client's response; returns it with the S3 keys written (to delete if a later step fails)."""
+    formats = [sniff_format(img.data) or "png" for img in result.images]
+    if request.stream:
+        return _render_stream(request, result, created, formats), []
+    stored: list[str] = []
+    data: list[dict[str, Any]] = []
+    as_url = request.params.get("response_format") == "url"
+    for index, (image, fmt) in enumerate(zip(result.images, formats, strict=True)):
+        item: dict[str, Any] = {}
+        if as_url:
+            key = image_key("images", request_id, index, fmt, created)
+            store.put_image(key, image.data, fmt)
+            stored.append(key)
+            item["url"] = store.presign(key)
+        else:
+            item["b64_json"] = base64.b64encode(image.data).decode("ascii")
+        if image.revised_prompt:
+            item["revised_prompt"] = image.revised_prompt
+        data.append(item)
+    body: dict[str, Any] = {"created": created, "data": data}
+    if gpt_model:
+        body.update(_gpt_meta(request, result, formats))
+        if result.usage is not None:
+            body["usage"] = result.usage
+    text = json.dumps(body, separators=(",", ":"))
+    if len(text) > MAX_SYNC_BODY_BYTES:
+        raise RequestTooLarge(
+            f"The response would be {len(text) / 1_000_000:.1f} MB, over the 6 MB limit of a synchronous "
+            "response. Use response_format=url, or a smaller n.",
+            param="response_format",
+            code="response_too_large",
+        )
+    return ApiResponse(200, text), stored
+
+
+def _gpt_meta(request: ImageRequest, result: UpstreamResult, formats: list[str]) -> dict[str, Any]:
+    meta = {k: result.meta[k] for k in GPT_TOP_LEVEL if result.meta.get(k) is not None}
+    meta.setdefault("output_format", formats[0] if formats else request.params.get("output_format", "png"))
+    return meta
+
+
+def _render_stream(
+    request: ImageRequest, result: UpstreamResult, created: int, formats: list[str]
+) -> ApiResponse:
+    prefix = "image_edit" if request.operation == "edits" else "image_generation"
+    meta = {
+        "size": result.meta.get("size") or request.params.get("size", "auto"),
+        "quality": result.meta.get("quality") or request.params.get("quality", "auto"),
+        "background": result.meta.get("background") or request.params.get("background", "auto"),
+        "output_format": result.meta.get("output_format") or (formats[0] if formats else "png"),
+    }
+    chunks = []
+    for index, partial in enumerate(result.partial_images):
+        event = {
+            "type": f"{prefix}.partial_image",
+            "b64_json": base64.b64encode(partial).decode("ascii"),
+            "created_at": created,
+            **meta,
+            "partial_image_index": index,
+        }
+        chunks.append(sse(event["type"], event))
+    for image in result.images:
+        event = {
+            "type": f"{prefix}.completed",
+            "b64_json": base64.b64encode(image.data).decode("ascii"),
+            "created_at": created,
+            **meta,
+            "usage": result.usage or empty_usage(),
+        }
+        chunks.append(sse(event["type"], event))
+    text = "".join(chunks)
+    if len(text) > MAX_SYNC_BODY_BYTES:
+        raise RequestTooLarge(
+            f"The streamed response would be {len(text) / 1_000_000:.1f} MB, over the 6 MB limit of a "
+            "synchronous response. Use fewer partial_images, a smaller n, or stream=false with "
+            "response_format=url.",
+            param="stream",
+            code="response_too_large",
+        )
+    return ApiResponse(200, text, content_type="text/event-stream")
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def empty_usage() -> dict[str, Any]:
+    return {
+        "total_tokens": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},
+    }

@@ -1,0 +1,90 @@
+"""The pipeline: authenticate -> parse -> validate -> admit -> upstream -> store/respond -> settle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .accounts import Accounts, Outcome
+from .catalog import Catalog
+from .domain import Caller, HttpRequest, ImageRequest, Operation, UpstreamResult
+from .errors import ApiError, UpstreamTimeout
+from .observability import logger
+from .parsing import parse_request
+from .responses import ApiResponse, render
+from .settings import Settings
+from .storage import ImageStore
+from .validation import validate
+
+# Stop upstream work this long before the Lambda itself would be killed, to answer a clean 504.
+LAMBDA_SAFETY_MARGIN_S = 1.5
+
+
+class Router(Protocol):
+    def call(self, request: ImageRequest, *, deadline: float) -> UpstreamResult: ...
+
+
+@dataclass
+class ImageService:
+    settings: Settings
+    catalog: Catalog
+    accounts: Accounts
+    router: Router
+    store: ImageStore
+    clock: Callable[[], float] = time.time
+
+    def handle(
+        self, operation: Operation, http: HttpRequest, remaining_ms: Callable[[], int]
+    ) -> ApiResponse:
+        caller = self.accounts.authenticate(http.headers.get("authorization"))
+        raw = parse_request(operation, http)
+        request = validate(raw, self.catalog)
+        deadline = time.monotonic() + min(
+            self.settings.sync_deadline_seconds, remaining_ms() / 1000 - LAMBDA_SAFETY_MARGIN_S
+        )
+        return self.execute(caller, request, http.request_id, deadline)
+
+    def execute(self, caller: Caller, request: ImageRequest, request_id: str, deadline: float) -> ApiResponse:
+        """Admit, call the upstream, answer; quota is refunded and stored objects removed on any failure."""
+        started = time.monotonic()
+        admission = self.accounts.admit(caller, request, request_id)
+        stored: list[str] = []
+        result: UpstreamResult | None = None
+        try:
+            if deadline <= time.monotonic():
+                raise UpstreamTimeout("The request ran out of time before the upstream could be called.")
+            result = self.router.call(request, deadline=deadline)
+            response, stored = render(
+                request,
+                result,
+                store=self.store,
+                request_id=request_id,
+                created=int(self.clock()),
+                gpt_model=self.catalog.get(request.model).gpt,
+            )
+        except BaseException as exc:
+            self._safe_delete(stored)
+            status = exc.status if isinstance(exc, ApiError) else 500
+            code = exc.code if isinstance(exc, ApiError) else "internal_error"
+            self.accounts.settle(admission, Outcome(status, _ms_since(started), None, code))
+            raise
+        self.accounts.settle(admission, Outcome(200, _ms_since(started), result))
+        logger.append_keys(upstream_route=result.route)
+        return response
+
+    def _safe_delete(self, keys: list[str]) -> None:
+        try:
+            self.store.delete(keys)
+        except Exception:
+            logger.exception("could not delete stored images after a failure", extra={"count": len(keys)})
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def describe(request: ImageRequest) -> dict[str, Any]:
+    """Loggable facts about a request: never the prompt or image bytes."""
+    return {"model": request.model, "operation": request.operation, "n": request.n}

@@ -1,0 +1,93 @@
+"""Settings, read from the environment once per container and passed down as an argument.
+
+Every field maps one to one to an environment variable that `template.yaml` sets on the functions
+(a test checks the two agree). Nothing else in the package reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+
+
+class SettingsError(ValueError):
+    """A required setting is missing or malformed; raised at cold start, never per request."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    keys_table: str
+    usage_table: str
+    jobs_table: str
+    idempotency_table: str
+    jobs_queue_url: str
+    # Where the routes come from: "" for the shipped default file, "ssm:/name" for an SSM parameter,
+    # or a file path.
+    routes_source: str = ""
+    # Secrets Manager secret (ARN or name) holding upstream credentials as JSON; "" reads credentials
+    # from IMAGEGW_UPSTREAM_* environment variables (local stack only).
+    upstream_secret_id: str = ""
+    url_ttl_seconds: int = 3600
+    # Work on a synchronous request stops this long before API Gateway's integration timeout.
+    sync_deadline_seconds: float = 28.0
+    max_attempts: int = 3
+    attempt_timeout_seconds: float = 120.0
+    cooldown_seconds: float = 30.0
+    log_prompts: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        missing = []
+        for f in fields(cls):
+            name = env_name(f.name)
+            raw = env.get(name)
+            if raw is None or raw == "":
+                if f.default is MISSING:
+                    missing.append(name)
+                continue
+            values[f.name] = _convert(name, raw, type(f.default) if f.default is not MISSING else str)
+        if missing:
+            raise SettingsError(f"missing required settings: {', '.join(missing)}")
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if self.url_ttl_seconds <= 0 or self.url_ttl_seconds > 7 * 24 * 3600:
+            raise SettingsError("IMAGEGW_URL_TTL_SECONDS must be between 1 and 604800")
+        if self.max_attempts < 1:
+            raise SettingsError("IMAGEGW_MAX_ATTEMPTS must be at least 1")
+        if self.sync_deadline_seconds <= 0 or self.attempt_timeout_seconds <= 0:
+            raise SettingsError("deadlines and timeouts must be positive")
+
+
+
+def env_name(field_name: str) -> str:
+    return "IMAGEGW_" + field_name.upper()
+
+
+def required_env_names() -> list[str]:
+    return [env_name(f.name) for f in fields(Settings) if f.default is MISSING]
+
+
+def all_env_names() -> list[str]:
+    return [env_name(f.name) for f in fields(Settings)]
+
+
+def _convert(name: str, raw: str, kind: type) -> object:
+    try:
+        if kind is bool:
+            if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"true", "1", "yes"}
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a valid {kind.__name__}: {raw!r}") from exc
+    return raw

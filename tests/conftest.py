@@ -1,0 +1,31 @@
+"""Shared test set-up: every test runs with fake AWS credentials and no endpoint outside 127.0.0.1."""
+
+import os
+
+import pytest
+
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_SERVICE_NAME": "imagegw",
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fake_aws_environment():
+    """No test may reach real AWS: fake credentials, no profile, no ambient endpoint override."""
+    saved = {k: os.environ.get(k) for k in [*FAKE_AWS, "AWS_PROFILE", "AWS_ENDPOINT_URL"]}
+    os.environ.update(FAKE_AWS)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
