@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck unit integration e2e sam-validate sam-build bench clean
+CHECKOV := .venv-checkov
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: dev test lint typecheck unit integration e2e sam-validate sam-build checkov bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +23,7 @@ dev: $(STAMP)
 	$(BIN)/imagegw dev
 
 ## make test: lint, type-check, the template checks and every test tier
-test: $(STAMP) lint typecheck sam-validate sam-build
+test: $(STAMP) lint typecheck sam-validate sam-build checkov
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -36,6 +39,15 @@ sam-validate: $(STAMP)
 sam-build: $(STAMP)
 	$(BIN)/sam build
 
+# checkov pins its own boto3, older than aws-sam-cli's: it gets a venv of its own.
+$(CHECKOV)/.installed:
+	test -x $(CHECKOV)/bin/python || $(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install --disable-pip-version-check -q 'checkov==3.3.30'
+	touch $@
+
+checkov: $(CHECKOV)/.installed
+	$(CHECKOV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --quiet --compact
+
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
@@ -49,4 +61,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
