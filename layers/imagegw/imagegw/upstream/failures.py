@@ -1,0 +1,74 @@
+"""What a provider raises when an upstream call fails, classified for the router.
+
+These never reach the client: the router turns them into the domain errors of `imagegw.errors`
+(`InvalidRequest`, `UpstreamError`, `UpstreamTimeout`). Their messages are written by us, never copied
+from an exception that might carry a URL, a host or a key.
+
+| class              | the router                                                     | counts for cool-down |
+|--------------------|----------------------------------------------------------------|----------------------|
+| TransientFailure   | retries on the same route (backoff, retry-after), then fails over | yes             |
+| RouteFault         | fails over at once (no retry on the same route)                | yes                  |
+| UpstreamMalformed  | a RouteFault: a 200 whose body is not JSON or not an image     | yes                  |
+| UpstreamRejected   | answers the client with the upstream's 4xx (scrubbed); no retry | no (client-caused)  |
+"""
+
+from __future__ import annotations
+
+
+class UpstreamFailure(Exception):
+    """Base: `status` is the upstream HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class TransientFailure(UpstreamFailure):
+    """Connection errors, timeouts, 408/409/429 and 5xx: worth another attempt."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        timed_out: bool = False,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+        self.timed_out = timed_out
+        # False when the upstream said `x-should-retry: false`: fail over, but do not retry this route.
+        self.retryable = retryable
+
+
+class RouteFault(UpstreamFailure):
+    """The route itself is unusable for now: bad credentials (401/403), unknown model (404), a missing
+    credential, a quota that retrying will not fix. Fail over without retrying this route."""
+
+    def __init__(self, message: str, *, status: int | None = None, credentials_suspect: bool = False) -> None:
+        super().__init__(message, status=status)
+        self.credentials_suspect = credentials_suspect
+
+
+class UpstreamMalformed(RouteFault):
+    """A success status whose body is not what the API promises (bad JSON, truncated base64, no image)."""
+
+
+class UpstreamRejected(UpstreamFailure):
+    """The upstream refused the request itself (400/413/422): the client's to fix; passed through."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.param = param
+        self.code = code
+        self.type = type

@@ -1,0 +1,334 @@
+"""Providers: one upstream call each, over HTTP, classified into typed failures.
+
+A provider type is registered by name (`PROVIDER_TYPES`); the routes document names the type of each
+configured provider. A Bedrock provider later is one more class and one `register_provider_type` line:
+its factory receives the provider's config (`options` holds any extra fields, e.g. a region) and the
+`ProviderContext` (which can carry a boto3 client under `clients`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from ..domain import GeneratedImage, ImageFile, Operation, UpstreamResult
+from .config import ProviderConfig, RoutesError
+from .credentials import Credentials
+from .failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
+from .wire import check_image, classify_status, parse_json_images, parse_sse_images, scrub
+
+CONNECT_TIMEOUT_S = 3.05
+MAX_BODY_BYTES = 256 * 1024 * 1024
+CHUNK_BYTES = 256 * 1024
+DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
+USER_AGENT = "imagegw/0.1"
+_TIMEOUT_ERRORS = ("ReadTimeoutError", "ConnectTimeoutError")
+
+
+class Provider(Protocol):
+    """One attempt against one upstream. Returns the images or raises a `failures` type; never retries."""
+
+    def call(
+        self,
+        *,
+        operation: Operation,
+        model: str,
+        params: Mapping[str, Any],
+        images: Sequence[ImageFile],
+        mask: ImageFile | None,
+        stream: bool,
+        timeout: float,
+    ) -> UpstreamResult: ...
+
+
+@dataclass
+class ProviderContext:
+    """What a provider factory may use: the HTTP session, the credentials, and any SDK clients."""
+
+    session: requests.Session
+    credentials: Credentials
+    clients: Mapping[str, Any] = field(default_factory=dict)
+
+
+ProviderFactory = Callable[[ProviderConfig, ProviderContext], Provider]
+PROVIDER_TYPES: dict[str, ProviderFactory] = {}
+
+
+def register_provider_type(name: str, factory: ProviderFactory) -> None:
+    PROVIDER_TYPES[name] = factory
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP plumbing shared by the OpenAI-wire providers
+
+
+@dataclass
+class _Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TransientFailure("The upstream did not answer in time.", timed_out=True)
+    return left
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, requests.Timeout):
+        return True
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, TimeoutError) or type(item).__name__ in _TIMEOUT_ERRORS:
+            return True
+        stack.extend([*item.args, item.__cause__, item.__context__])
+    return False
+
+
+def _tighten(response: requests.Response, deadline: float) -> None:
+    """Make the next socket read give up at the deadline (best effort; urllib3 2 exposes the socket)."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    _tighten(response, deadline)
+    for chunk in response.iter_content(CHUNK_BYTES):
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            raise UpstreamMalformed("The upstream answer is larger than the gateway accepts.")
+        chunks.append(chunk)
+        _remaining(deadline)
+        _tighten(response, deadline)
+    return b"".join(chunks)
+
+
+def http_request(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    deadline: float,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    data: Any = None,
+    allow_redirects: bool = False,
+) -> _Answer:
+    """One HTTP exchange that ends by `deadline`; errors are typed and carry no URL or host."""
+    timeout = _remaining(deadline)
+    try:
+        response = session.request(
+            method,
+            url,
+            params=params,
+            headers=dict(headers or {}),
+            data=data,
+            timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+            stream=True,
+            allow_redirects=allow_redirects,
+        )
+        try:
+            body = _read_body(response, deadline)
+        finally:
+            response.close()
+    except requests.RequestException as exc:
+        if _is_timeout(exc) or time.monotonic() >= deadline:
+            raise TransientFailure("The upstream did not answer in time.", timed_out=True) from None
+        raise TransientFailure("The upstream could not be reached or dropped the connection.") from None
+    except TimeoutError:
+        raise TransientFailure("The upstream did not answer in time.", timed_out=True) from None
+    return _Answer(response.status_code, response.headers, body)
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _file_part(image: ImageFile, fallback: str) -> tuple[str, io.BytesIO, str]:
+    return (image.filename or fallback, io.BytesIO(image.data), image.mimetype)
+
+
+def multipart_body(fields_in: Mapping[str, Any], images: Sequence[ImageFile], mask: ImageFile | None) -> Any:
+    """A streaming multipart body: scalars as strings, one image as `image`, several as repeated `image[]`,
+    each file with its own filename and content type, then `mask`. Built per attempt (it is consumed)."""
+    from requests_toolbelt import MultipartEncoder
+
+    parts: list[tuple[str, Any]] = [(k, _form_value(v)) for k, v in fields_in.items() if v is not None]
+    name = "image" if len(images) == 1 else "image[]"
+    parts.extend((name, _file_part(image, "image.png")) for image in images)
+    if mask is not None:
+        parts.append(("mask", _file_part(mask, "mask.png")))
+    return MultipartEncoder(fields=parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# OpenAI-compatible
+
+
+class OpenAIProvider:
+    """Anything that speaks the OpenAI Images API at `{base_url}/images/...` with a Bearer key."""
+
+    model_in_body = True
+
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        if not config.url:
+            raise RoutesError(f"providers.{config.name} needs a base_url")
+        self.config = config
+        self._session = context.session
+        self._credentials = context.credentials
+
+    @classmethod
+    def create(cls, config: ProviderConfig, context: ProviderContext) -> Provider:
+        return cls(config, context)
+
+    # -- what differs between OpenAI and Azure --
+
+    def endpoint(self, operation: Operation, model: str) -> tuple[str, dict[str, str]]:
+        return f"{self.config.url}/images/{operation}", {}
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    # -- the call --
+
+    def call(
+        self,
+        *,
+        operation: Operation,
+        model: str,
+        params: Mapping[str, Any],
+        images: Sequence[ImageFile],
+        mask: ImageFile | None,
+        stream: bool,
+        timeout: float,
+    ) -> UpstreamResult:
+        deadline = time.monotonic() + timeout
+        key = self._credentials.api_key(self.config.credential)
+        try:
+            return self._call(operation, model, params, images, mask, stream, deadline, key)
+        except UpstreamRejected as exc:  # its message goes back to the client: no host, URL or key in it
+            exc.message = scrub(exc.message, [key or "", self.config.url, urlsplit(self.config.url).netloc])
+            raise
+
+    def _call(
+        self,
+        operation: Operation,
+        model: str,
+        params: Mapping[str, Any],
+        images: Sequence[ImageFile],
+        mask: ImageFile | None,
+        stream: bool,
+        deadline: float,
+        key: str | None,
+    ) -> UpstreamResult:
+        url, query = self.endpoint(operation, model)
+        body: dict[str, Any] = {"model": model} if self.model_in_body else {}
+        body.update({k: v for k, v in params.items() if v is not None})
+        if stream:
+            body["stream"] = True
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "text/event-stream" if stream else "application/json",
+            **self.auth_headers(key),
+        }
+        data: Any
+        if operation == "generations":
+            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        else:
+            data = multipart_body(body, images, mask)
+            headers["Content-Type"] = data.content_type
+        answer = http_request(
+            self._session, "POST", url, deadline=deadline, params=query, headers=headers, data=data
+        )
+        if not 200 <= answer.status < 300:
+            raise classify_status(answer.status, answer.body, answer.headers)
+        content_type = answer.headers.get("content-type", "").lower()
+        if "text/event-stream" in content_type or (
+            stream and answer.body.lstrip()[:6] in (b"event:", b"data: ", b"data:{")
+        ):
+            return parse_sse_images(answer.body)
+        parsed = parse_json_images(answer.body)
+        generated = []
+        for item, revised in zip(parsed.items, parsed.revised_prompts, strict=True):
+            data_bytes = item if isinstance(item, bytes) else self._download(item, deadline)
+            generated.append(GeneratedImage(data_bytes, revised))
+        return UpstreamResult(images=generated, usage=parsed.usage, meta=parsed.meta)
+
+    def _download(self, url: str, deadline: float) -> bytes:
+        """An image the upstream answered as a URL, fetched within the same deadline (no credentials sent)."""
+        answer = http_request(
+            self._session,
+            "GET",
+            url,
+            deadline=deadline,
+            headers={"User-Agent": USER_AGENT},
+            allow_redirects=True,
+        )
+        if answer.status == 429 or answer.status >= 500:
+            raise TransientFailure(
+                f"Downloading the upstream image answered {answer.status}.", status=answer.status
+            )
+        if answer.status != 200:
+            raise UpstreamMalformed(f"The upstream image URL answered {answer.status}.")
+        check_image(answer.body, "downloaded image")
+        return answer.body
+
+
+# --------------------------------------------------------------------------------------------------
+# Azure OpenAI
+
+
+class AzureOpenAIProvider(OpenAIProvider):
+    """`{endpoint}/openai/deployments/{deployment}/images/{op}?api-version=...` with an `api-key` header.
+
+    The route's `deployment` (default: its `model`) names the deployment; the body carries no model.
+    Azure OpenAI serves generations and edits, not variations (translate them to an edit).
+    """
+
+    model_in_body = False
+
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        if not config.url:
+            raise RoutesError(f"providers.{config.name} needs an endpoint")
+        super().__init__(config, context)
+        self.api_version = config.api_version or DEFAULT_AZURE_API_VERSION
+
+    def endpoint(self, operation: Operation, model: str) -> tuple[str, dict[str, str]]:
+        if operation == "variations":
+            raise RouteFault("Azure OpenAI does not serve image variations.")
+        deployment = quote(model, safe="")
+        return (
+            f"{self.config.url}/openai/deployments/{deployment}/images/{operation}",
+            {"api-version": self.api_version},
+        )
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        return {"api-key": key} if key else {}
+
+
+register_provider_type("openai", OpenAIProvider.create)
+register_provider_type("azure", AzureOpenAIProvider.create)
