@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 Operation = Literal["generations", "edits", "variations"]
@@ -19,6 +20,8 @@ class HttpRequest:
     body: bytes
     request_id: str
     path_params: dict[str, str] = field(default_factory=dict)
+    # Scheme, host and stage prefix the client used (https://ID.execute-api.../api); "" when unknown.
+    base_url: str = ""
 
     @property
     def content_type(self) -> str:
@@ -37,6 +40,9 @@ class ImageFile:
     width: int = 0
     height: int = 0
     mode: str = ""  # Pillow mode: RGBA, RGB, LA, L, P...
+    has_alpha: bool = False  # an alpha channel or a transparency entry (filled by validation)
+    # JSON edits: the https URL the bytes come from; `data` stays empty until parsing.resolve_image_urls.
+    source_url: str | None = None
 
     @property
     def mimetype(self) -> str:
@@ -56,6 +62,7 @@ class RawRequest:
     image_urls: list[str] = field(default_factory=list)  # JSON edits: https or data URLs, fetched later
     mask_url: str | None = None
     multipart: bool = False
+    markup: ImageFile | None = None  # edits (gpt-image-2.5+): a transparent PNG guiding the edit
 
 
 @dataclass
@@ -67,6 +74,7 @@ class ImageRequest:
     params: dict[str, Any]
     images: list[ImageFile] = field(default_factory=list)
     mask: ImageFile | None = None
+    markup: ImageFile | None = None  # edits (gpt-image-2.5+): forwarded as the multipart `markup` file
 
     @property
     def n(self) -> int:
@@ -104,3 +112,6 @@ class Caller:
     allowed_models: list[str] | None = None
     quota_images: int | None = None
     rate_limit_per_minute: int | None = None
+    quota_credits: Decimal | None = None  # USD cents, estimated from the price table
+    owner: str = ""
+    expires: int | None = None  # epoch seconds

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
+
 
 def sniff_format(data: bytes) -> str | None:
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -13,3 +16,43 @@ def sniff_format(data: bytes) -> str | None:
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
     return None
+
+
+MIMETYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class ImageUnreadable(ValueError):
+    """The bytes carry an image signature, but Pillow cannot read the image's header."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # png, jpeg, webp, gif (from the magic number)
+    width: int
+    height: int
+    mode: str  # Pillow mode: RGBA, RGB, LA, L, P...
+    has_alpha: bool  # an alpha channel, or a transparency entry (palette / tRNS)
+
+
+def probe(data: bytes) -> ImageInfo:
+    """Format, dimensions and mode from the image header only: `Image.open` is lazy and decodes no pixels."""
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageUnreadable("not an image")
+    from PIL import Image  # heavy: loaded on the first image, not at cold start
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            mode = img.mode
+            transparency = "transparency" in img.info
+    except Exception as exc:  # Pillow raises many types for bad headers (and DecompressionBombError)
+        raise ImageUnreadable(str(exc)) from exc
+    if width <= 0 or height <= 0:
+        raise ImageUnreadable("empty image")
+    return ImageInfo(fmt, width, height, mode, mode in ALPHA_MODES or transparency)
+
+
+def mimetype_of(fmt: str) -> str:
+    return MIMETYPES.get(fmt, f"image/{fmt}")

@@ -1,0 +1,550 @@
+"""Parse an HTTP request body into a RawRequest: JSON or multipart/form-data, as clients really send them.
+
+Every malformed body becomes a 4xx with an OpenAI-format error; nothing here can raise a 5xx for client
+input. JSON edits reference images by URL: data URLs are decoded here, https URLs are fetched by
+`resolve_image_urls`, which the service calls between `parse_request` and `validate`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import ipaddress
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from .catalog import Catalog
+from .domain import HttpRequest, ImageFile, Operation, RawRequest
+from .errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+
+# The body as the handler receives it (already base64-decoded). AWS Lambda refuses synchronous payloads
+# over 6 MB, so larger bodies only reach the local server; both answer the same 413.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+# Which body types each endpoint takes (JSON edits are further limited to models with json_edits).
+ACCEPTS: dict[str, tuple[str, ...]] = {
+    "generations": (JSON,),
+    "edits": (MULTIPART, JSON),
+    "variations": (MULTIPART,),
+}
+
+FETCH_TIMEOUT_S = 10.0
+MAX_REDIRECTS = 3
+DEFAULT_FETCH_LIMIT = 50 * 1024 * 1024
+
+# `image[N]`; `images[N]` too: the JSON edit's names, as a queued job re-sends its inputs.
+_IMAGE_INDEXED = re.compile(r"images?\[(\d{1,4})\]")
+_IMAGE_LIST = ("image", "image[]", "images[]")
+_NESTED_FIELD = re.compile(r"([A-Za-z_]\w*)((?:\[[^\[\]]+\])+)")  # svg[reasoning][effort]
+_NESTED_KEY = re.compile(r"\[([^\[\]]+)\]")
+OVERLAYS = ("mask", "markup")  # single-file edit inputs besides the images
+_DISPOSITION_PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
+_DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
+
+_INVALID_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
+    "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+)
+
+
+def parse_request(operation: Operation, http: HttpRequest) -> RawRequest:
+    body = http.body or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestTooLarge(
+            f"The request body is {len(body) / (1024 * 1024):.1f} MB, over this gateway's limit of "
+            f"{MAX_BODY_BYTES // (1024 * 1024)} MB. Send large input images by URL instead: a JSON "
+            'request to /v1/images/edits with "images": [{"image_url": "https://..."}] (or a smaller image).'
+        )
+    media_type = http.content_type.split(";", 1)[0].strip().lower()
+    accepted = ACCEPTS[operation]
+    if media_type == "" and JSON in accepted:
+        media_type = JSON  # curl without -H, or a client that forgot the header: try JSON
+    if media_type not in accepted:
+        shown = media_type or "none"
+        raise UnsupportedMediaType(
+            f"Unsupported Content-Type '{shown}' for /v1/images/{operation}. Send {' or '.join(accepted)}."
+        )
+    if media_type == JSON:
+        return _parse_json(operation, body)
+    return _parse_multipart(operation, body, http.content_type)
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
+
+
+def _parse_json(operation: Operation, body: bytes) -> RawRequest:
+    if not body.strip():
+        return RawRequest(operation=operation, fields={})
+    try:
+        text = body.decode("utf-8-sig")
+        data = json.loads(text, parse_float=_parse_float, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InvalidRequest(_INVALID_JSON, code="invalid_json") from None
+    if not isinstance(data, dict):
+        from .validation import type_name
+
+        raise InvalidRequest(
+            f"Invalid type for request body: expected an object, but got {type_name(data)} instead.",
+            code="invalid_type",
+        )
+    raw = RawRequest(operation=operation, fields=data)
+    if operation == "edits":
+        _split_image_refs(raw)
+    return raw
+
+
+def _split_image_refs(raw: RawRequest) -> None:
+    """JSON edits: `images: [{"image_url": ...}]` and `mask: {...}` become ImageFiles (https: unfetched)."""
+    fields = raw.fields
+    refs = fields.pop("images", None)
+    mask = fields.pop("mask", None)
+    markup = fields.pop("markup", None)
+    if refs is not None:
+        if not isinstance(refs, list):
+            raise _ref_type("images", "an array of objects", refs)
+        if not refs:
+            raise InvalidRequest(
+                "Invalid 'images': empty array. Expected an array with minimum length 1, "
+                "but got an empty array instead.",
+                param="images",
+                code="empty_array",
+            )
+        raw.images = [_image_ref(f"images[{index}]", ref) for index, ref in enumerate(refs)]
+    if mask is not None:
+        raw.mask = _image_ref("mask", mask)
+    if markup is not None:
+        raw.markup = _image_ref("markup", markup)
+    raw.image_urls = [img.source_url for img in raw.images if img.source_url]
+    raw.mask_url = raw.mask.source_url if raw.mask is not None else None
+
+
+def _image_ref(name: str, ref: Any) -> ImageFile:
+    if not isinstance(ref, dict):
+        raise _ref_type(name, "an object", ref)
+    for key in ref:
+        if key not in ("image_url", "file_id"):
+            raise InvalidRequest(
+                f"Unknown parameter: '{name}.{key}'.", param=f"{name}.{key}", code="unknown_parameter"
+            )
+    if ref.get("file_id") is not None:
+        raise InvalidRequest(
+            "`file_id` references are not supported by this gateway; use image_url.",
+            param=name,
+            code="unsupported_parameter",
+        )
+    url = ref.get("image_url")
+    if url is None:
+        raise InvalidRequest(
+            f"Missing required parameter: '{name}.image_url'.", param=name, code="missing_required_parameter"
+        )
+    if not isinstance(url, str):
+        raise _ref_type(f"{name}.image_url", "a string", url)
+    if url[:5].lower() == "data:":
+        return _data_url_image(name, url)
+    if url[:8].lower() == "https://":
+        return ImageFile(field_name=name, data=b"", filename=_url_filename(url), source_url=url)
+    raise InvalidRequest(
+        f"Invalid '{name}.image_url': expected an https URL or a base64 data URL.",
+        param=name,
+        code="invalid_image_url",
+    )
+
+
+def _data_url_image(name: str, url: str) -> ImageFile:
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise _bad_data_url(name)
+    payload = url[match.end() :]
+    try:
+        if ";base64" in match[2].lower():
+            compact = re.sub(r"\s+", "", payload)
+            data = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+        else:
+            data = urllib.parse.unquote_to_bytes(payload)
+    except (binascii.Error, ValueError):
+        raise _bad_data_url(name) from None
+    declared = match[1].strip().lower() or "application/octet-stream"
+    return ImageFile(field_name=name, data=data, filename=name, declared_type=declared)
+
+
+def _bad_data_url(name: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid '{name}.image_url': the data URL could not be decoded (expected "
+        "'data:image/png;base64,...').",
+        param=name,
+        code="invalid_image_url",
+    )
+
+
+def _ref_type(name: str, expected: str, value: Any) -> InvalidRequest:
+    from .validation import type_name
+
+    return InvalidRequest(
+        f"Invalid type for '{name}': expected {expected}, but got {type_name(value)} instead.",
+        param=name,
+        code="invalid_type",
+    )
+
+
+def _url_filename(url: str) -> str:
+    path = urllib.parse.urlsplit(url).path
+    return path.rsplit("/", 1)[-1][:100] or "image"
+
+
+# ---------------------------------------------------------------------------------------------- multipart
+
+
+def _parse_multipart(operation: Operation, body: bytes, content_type: str) -> RawRequest:
+    from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+    boundary = _boundary(content_type)
+    if not boundary:
+        raise _bad_multipart("the Content-Type header has no boundary")
+    delimiter = b"--" + boundary.encode("latin-1", "replace")
+    if body.strip() in (b"", delimiter + b"--"):
+        return RawRequest(operation=operation, fields={}, multipart=True)  # a form without fields
+    if delimiter not in body:
+        raise _bad_multipart("the body does not contain the boundary given in the Content-Type header")
+    try:
+        parts = MultipartDecoder(body, content_type).parts
+    except Exception:  # the decoder raises its own types, UnicodeDecodeError, AttributeError...
+        raise _bad_multipart("the body could not be split into parts") from None
+
+    fields: dict[str, Any] = {}
+    plain: list[tuple[str, ImageFile]] = []  # `image` and `image[]`, in the order sent
+    indexed: list[tuple[int, ImageFile]] = []  # `image[N]`
+    overlays: dict[str, ImageFile] = {}
+    for part in parts:
+        name, filename = _disposition(part.headers.get(b"content-disposition", b""))
+        if not name:
+            raise _bad_multipart("a part has no Content-Disposition name")
+        declared = part.headers.get(b"content-type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
+        is_file = filename is not None or _looks_like_file(declared, part.content)
+        index_match = _IMAGE_INDEXED.fullmatch(name)
+        if name in _IMAGE_LIST or index_match:
+            if not is_file:
+                raise InvalidRequest(
+                    "Invalid type for 'image': expected one of an array of files or file, "
+                    "but got a string instead.",
+                    param="image",
+                    code="invalid_type",
+                )
+            image = _file(name, filename, declared, part.content)
+            if index_match:
+                indexed.append((int(index_match[1]), image))
+            else:
+                plain.append((name, image))
+        elif name in OVERLAYS:
+            if not is_file or name in overlays:
+                got = "an array of files" if is_file else "a string"
+                raise InvalidRequest(
+                    f"Invalid type for '{name}': expected a file, but got {got} instead.",
+                    param=name,
+                    code="invalid_type",
+                )
+            overlays[name] = _file(name, filename, declared, part.content)
+        elif is_file:
+            fields[name] = _file(name, filename, declared, part.content)  # validation answers for it
+        else:
+            try:
+                text = part.content.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(
+                    f"Invalid value for '{name}': the text is not valid UTF-8.",
+                    param=name,
+                    code="invalid_value",
+                ) from None
+            _set_field(fields, name, text)
+    images = [image for _, image in plain]
+    for position, image in enumerate(images):
+        # One bare `image` keeps its name (as errors call it); lists are named by position.
+        if not (len(plain) == 1 and plain[0][0] == "image" and not indexed):
+            image.field_name = f"image[{position}]"
+    images.extend(image for _, image in sorted(indexed, key=lambda pair: pair[0]))
+    return RawRequest(
+        operation=operation,
+        fields=fields,
+        images=images,
+        mask=overlays.get("mask"),
+        markup=overlays.get("markup"),
+        multipart=True,
+    )
+
+
+def _set_field(fields: dict[str, Any], name: str, text: str) -> None:
+    """A text part: `n` -> fields["n"]; `svg[reasoning][effort]` -> fields["svg"]["reasoning"]["effort"]."""
+    match = _NESTED_FIELD.fullmatch(name)
+    path = [match[1], *_NESTED_KEY.findall(match[2])] if match else [name]
+    node = fields
+    for depth, key in enumerate(path[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            shown = "".join([path[0], *(f"[{k}]" for k in path[1 : depth + 1])])
+            raise InvalidRequest(
+                f"Invalid type for '{shown}': expected an object, but got a string instead.",
+                param=shown,
+                code="invalid_type",
+            )
+        node = child
+    if isinstance(node.get(path[-1]), dict):
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected an object, but got a string instead.",
+            param=name,
+            code="invalid_type",
+        )
+    node[path[-1]] = text
+
+
+def _boundary(content_type: str) -> str:
+    for _, key, quoted, bare in _params(content_type):
+        if key.lower() == "boundary":
+            return quoted if quoted is not None else bare
+    return ""
+
+
+def _params(header: str) -> list[tuple[str, str, str | None, str]]:
+    params = []
+    for match in _DISPOSITION_PARAM.finditer(header):
+        quoted = match[2].replace('\\"', '"') if match[2] is not None else None
+        params.append((match[0], match[1], quoted, match[3] or ""))
+    return params
+
+
+def _disposition(raw: bytes) -> tuple[str, str | None]:
+    """(name, filename) from a Content-Disposition header; filename None when the part is a text field."""
+    header = raw.decode("utf-8", "replace")
+    name, filename = "", None
+    for _, key, quoted, bare in _params(header):
+        value = quoted if quoted is not None else bare
+        key = key.lower()
+        if key == "name":
+            name = value
+        elif key == "filename":
+            filename = value
+        elif key == "filename*" and "''" in value:
+            filename = urllib.parse.unquote(value.split("''", 1)[1])
+    return name, filename
+
+
+def _looks_like_file(declared: str, content: bytes) -> bool:
+    """A part without a filename is still a file if its type says so or its bytes are an image."""
+    from .images import sniff_format
+
+    if declared and not declared.startswith("text/"):
+        return True
+    return sniff_format(content) is not None
+
+
+def _file(name: str, filename: str | None, declared: str, content: bytes) -> ImageFile:
+    return ImageFile(
+        field_name=name,
+        data=content,
+        filename=filename or "image",
+        declared_type=declared or "application/octet-stream",
+    )
+
+
+def _bad_multipart(reason: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Could not parse the multipart/form-data body: {reason}.", code="invalid_multipart_body"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- image URLs
+
+Fetcher = Callable[[str, int], bytes]
+
+
+class FetchError(Exception):
+    """An image URL could not be fetched; the message is safe to show the client."""
+
+
+def resolve_image_urls(
+    raw: RawRequest, fetcher: Fetcher | None = None, *, catalog: Catalog | None = None
+) -> RawRequest:
+    """Fetch the https images of a JSON edit (in parallel), within the chosen model's limits; in place.
+
+    Call between `parse_request` and `validate`. Count and byte limits come from the model's catalog
+    entry, so an over-long list is refused before anything is fetched.
+    """
+    pending = [
+        img
+        for img in [*raw.images, raw.mask, raw.markup]
+        if img is not None and img.source_url and not img.data
+    ]
+    if not pending:
+        return raw
+    from .validation import check_image_count, choose_model
+
+    spec = choose_model(raw, catalog or Catalog.load())
+    inputs = spec.inputs_for(raw.operation)
+    if inputs is None or not spec.json_edits:
+        return raw  # validate answers for the model
+    check_image_count(len(raw.images), inputs, "images")
+    fetch = fetcher or fetch_https
+
+    def limit(img: ImageFile) -> int:
+        if img is raw.mask and inputs.mask is not None:
+            return inputs.mask.max_bytes
+        if img is raw.markup and inputs.markup is not None:
+            return inputs.markup.max_bytes
+        return inputs.image.max_bytes
+
+    def one(img: ImageFile) -> None:
+        url = img.source_url or ""
+        try:
+            img.data = fetch(url, limit(img))
+        except FetchError as exc:
+            raise InvalidRequest(
+                f"Could not fetch '{img.field_name}' from its image_url: {exc}",
+                param=img.field_name,
+                code="invalid_image_url",
+            ) from None
+        if not img.data:
+            raise InvalidRequest(
+                f"Could not fetch '{img.field_name}' from its image_url: the response was empty.",
+                param=img.field_name,
+                code="invalid_image_url",
+            )
+
+    if len(pending) == 1:
+        one(pending[0])
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(pending))) as pool:
+            for future in [pool.submit(one, img) for img in pending]:
+                future.result()  # re-raises the first failure in list order
+    return raw
+
+
+def is_public_address(address: str) -> bool:
+    """Only globally routable unicast addresses: no loopback, private, link-local, CGNAT, reserved."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def fetch_https(url: str, max_bytes: int = DEFAULT_FETCH_LIMIT, *, timeout: float = FETCH_TIMEOUT_S) -> bytes:
+    """GET an image over https, connecting only to public addresses (checked after DNS resolution, and
+    pinned so the TLS connection goes to the address that was checked), within `timeout` seconds overall,
+    at most `max_bytes`, following up to 3 redirects (each checked again). The body must be an image."""
+    from .images import sniff_format
+
+    deadline = time.monotonic() + timeout
+    for _ in range(MAX_REDIRECTS + 1):
+        status, location, body = _get_once(url, max_bytes, deadline)
+        if status in (301, 302, 303, 307, 308) and location:
+            url = urllib.parse.urljoin(url, location)
+            continue
+        if status != 200:
+            raise FetchError(f"the server answered HTTP {status}.")
+        if sniff_format(body) is None:
+            raise FetchError("the URL did not return an image (PNG, JPEG, WEBP or GIF).")
+        return body
+    raise FetchError("too many redirects.")
+
+
+@functools.cache
+def _pinned_connection() -> Any:
+    """http.client.HTTPSConnection to a vetted IP address, with SNI and certificate checks against the URL's
+    host name. Built on first use: the network stack's imports stay out of the cold start."""
+    import http.client
+    import socket
+
+    class PinnedHTTPSConnection(http.client.HTTPSConnection):
+        def __init__(self, host: str, port: int, address: str, timeout: float, context: Any) -> None:
+            super().__init__(host, port, timeout=timeout, context=context)
+            self._address = address
+            self._tls = context
+
+        def connect(self) -> None:
+            sock = socket.create_connection((self._address, self.port), self.timeout)
+            self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+
+    return PinnedHTTPSConnection
+
+
+def _get_once(url: str, max_bytes: int, deadline: float) -> tuple[int, str | None, bytes]:
+    import http.client
+    import socket
+    import ssl
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise FetchError("only https URLs can be fetched.")
+    if parts.username or parts.password:
+        raise FetchError("URLs with credentials are not fetched.")
+    host = parts.hostname
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise FetchError("the URL has an invalid port.") from None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise FetchError(f"timed out after {FETCH_TIMEOUT_S:.0f} s.")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise FetchError("the host name could not be resolved.") from None
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses or not all(is_public_address(a) for a in addresses):
+        raise FetchError("the host resolves to an address that is not public.")
+    conn = _pinned_connection()(host, port, addresses[0], remaining, ssl.create_default_context())
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    try:
+        conn.request("GET", target, headers={"Accept": "image/*", "User-Agent": "imagegw/1"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            return resp.status, resp.getheader("location"), b""
+        declared = resp.getheader("content-length")
+        if declared and declared.isdigit() and int(declared) >= max_bytes:
+            raise FetchError(f"the image is larger than the limit of {max_bytes // (1024 * 1024)} MB.")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FetchError(f"timed out after {FETCH_TIMEOUT_S:.0f} s.")
+            if conn.sock is not None:
+                conn.sock.settimeout(left)  # the deadline is overall, not per read
+            chunk = resp.read1(64 * 1024)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size >= max_bytes:
+                raise FetchError(f"the image is larger than the limit of {max_bytes // (1024 * 1024)} MB.")
+            chunks.append(chunk)
+        return 200, None, b"".join(chunks)
+    except FetchError:
+        raise
+    except TimeoutError:
+        raise FetchError(f"timed out after {FETCH_TIMEOUT_S:.0f} s.") from None
+    except (OSError, http.client.HTTPException, ssl.SSLError):
+        raise FetchError("the connection failed.") from None
+    finally:
+        conn.close()

@@ -1,0 +1,51 @@
+"""Real image bytes made with Pillow, small and fast: the validation reads headers, never pixels."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def image_bytes(
+    fmt: str = "png", width: int = 64, height: int = 64, mode: str = "RGBA", **save: object
+) -> bytes:
+    img = Image.new(mode, (width, height))
+    out = io.BytesIO()
+    img.save(out, format=fmt.upper(), **save)
+    return out.getvalue()
+
+
+def png(width: int = 64, height: int = 64, mode: str = "RGBA") -> bytes:
+    return image_bytes("png", width, height, mode)
+
+
+def jpeg(width: int = 64, height: int = 64) -> bytes:
+    return image_bytes("jpeg", width, height, "RGB")
+
+
+def webp(width: int = 64, height: int = 64) -> bytes:
+    return image_bytes("webp", width, height, "RGBA")
+
+
+def gif(width: int = 64, height: int = 64) -> bytes:
+    return image_bytes("gif", width, height, "P")
+
+
+def palette_png_with_transparency(width: int = 64, height: int = 64) -> bytes:
+    img = Image.new("P", (width, height))
+    out = io.BytesIO()
+    img.save(out, format="PNG", transparency=0)
+    return out.getvalue()
+
+
+def corrupt_png() -> bytes:
+    """The PNG signature, then bytes that are not a PNG header: right magic, unreadable image."""
+    return PNG_MAGIC + b"\x00\x00\x00\x0dNOPE" + b"\x00" * 40
+
+
+def padded(data: bytes, size: int) -> bytes:
+    """The same image grown to `size` bytes (trailing bytes after IEND: still opens, only bigger)."""
+    return data + b"\x00" * max(0, size - len(data))
