@@ -1,0 +1,142 @@
+"""Estimated cost of a request, from the price table in `prices.json` (USD; credits are USD cents).
+
+The numbers are estimates copied from OpenAI's pricing page and kept in sync by hand. DALL-E models are
+priced per image by size and quality; GPT image models by tokens (text input, image input, output).
+Before the upstream call the cost is estimated from OpenAI's output tokens per image (`estimate_cents`);
+after it, from the usage the upstream reported (`cost`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .domain import UpstreamResult
+
+# Amounts in cents are kept to a millionth of a cent: exact in DynamoDB, far below any real price.
+CENT_QUANTUM = Decimal("0.000001")
+_PER_MILLION = Decimal(1_000_000)
+_CENTS_PER_USD = Decimal(100)
+_BASE_AREA = 1024 * 1024
+
+
+def cents(value: Decimal | float | int | str) -> Decimal:
+    """A number of cents, rounded to the quantum (floats go through str to stay exact)."""
+    return Decimal(str(value)).quantize(CENT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class Cost:
+    images: int
+    input_tokens: int
+    output_tokens: int
+    cents: Decimal
+
+
+class PriceTable:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self._models: dict[str, dict[str, Any]] = doc["models"]
+        self._default: dict[str, Any] = doc["default"]
+        self._output_tokens: dict[str, dict[str, dict[str, int]]] = doc.get("output_tokens", {})
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PriceTable:
+        return _load(str(path or Path(__file__).with_name("prices.json")))
+
+    def entry(self, model: str) -> dict[str, Any]:
+        """The model's entry: exact name, else the longest entry the name extends with `-<suffix>`."""
+        if model in self._models:
+            return self._models[model]
+        matches = [name for name in self._models if model.startswith(name + "-")]
+        return self._models[max(matches, key=len)] if matches else self._default
+
+    def estimate_cents(self, model: str, params: dict[str, Any], n: int) -> Decimal:
+        """What `n` images should cost, before the upstream says: reserved against a credit quota."""
+        entry = self.entry(model)
+        size, quality = params.get("size"), params.get("quality")
+        if "per_image" in entry:
+            return cents(_image_price(entry["per_image"], size, quality) * n * _CENTS_PER_USD)
+        tokens = self.output_tokens_per_image(entry, size, quality) * n
+        return cents(Decimal(tokens) * _token_price(entry, "output") / _PER_MILLION * _CENTS_PER_USD)
+
+    def cost(self, model: str, params: dict[str, Any], result: UpstreamResult) -> Cost:
+        """The estimated cost of a finished request: reported tokens where there are any."""
+        entry = self.entry(model)
+        images = len(result.images)
+        size = result.meta.get("size") or params.get("size")
+        quality = result.meta.get("quality") or params.get("quality")
+        usage = result.usage or {}
+        input_tokens = _int(usage.get("input_tokens"))
+        output_tokens = _int(usage.get("output_tokens"))
+        if "per_image" in entry:
+            # DALL-E sizes and qualities are what the client asked for (a GPT route may report others).
+            price = _image_price(entry["per_image"], params.get("size"), params.get("quality"))
+            return Cost(images, input_tokens, output_tokens, cents(price * images * _CENTS_PER_USD))
+        if not usage:
+            estimate = self.output_tokens_per_image(entry, size, quality) * images
+            usd = Decimal(estimate) * _token_price(entry, "output") / _PER_MILLION
+            return Cost(images, 0, 0, cents(usd * _CENTS_PER_USD))
+        details = usage.get("input_tokens_details") or {}
+        image_in = _int(details.get("image_tokens"))
+        text_in = _int(details.get("text_tokens")) if details else input_tokens
+        usd = (
+            Decimal(text_in) * _token_price(entry, "text_input")
+            + Decimal(image_in) * _token_price(entry, "image_input")
+            + Decimal(output_tokens) * _token_price(entry, "output")
+        ) / _PER_MILLION
+        return Cost(images, input_tokens, output_tokens, cents(usd * _CENTS_PER_USD))
+
+    def output_tokens_per_image(self, entry: dict[str, Any], size: Any, quality: Any) -> int:
+        table = self._output_tokens.get(entry.get("output_tokens", ""), {})
+        if not table:
+            return 0
+        tier = quality if quality in ("low", "medium", "high") else "high"  # auto and newer tiers: high
+        if isinstance(size, str) and size in table:
+            return int(table[size][tier])
+        area = _area(size)
+        if area and "1024x1024" in table:
+            return math.ceil(table["1024x1024"][tier] * area / _BASE_AREA)
+        return max(int(row[tier]) for row in table.values())  # auto: the largest standard size
+
+
+@cache
+def _load(path: str) -> PriceTable:
+    return PriceTable(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _image_price(table: dict[str, dict[str, float]], size: Any, quality: Any) -> Decimal:
+    row = table.get(size) if isinstance(size, str) else None
+    if row is None:  # unknown size: the dearest one
+        row = max(table.values(), key=lambda r: max(r.values()))
+    if isinstance(quality, str) and quality in row:
+        price = row[quality]
+    elif "standard" in row:
+        price = row["standard"]
+    else:
+        price = max(row.values())
+    return Decimal(str(price))
+
+
+def _token_price(entry: dict[str, Any], kind: str) -> Decimal:
+    return Decimal(str(entry.get("tokens", {}).get(kind, 0)))
+
+
+def _area(size: Any) -> int:
+    if not isinstance(size, str):
+        return 0
+    width, sep, height = size.partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        return 0
+    return int(width) * int(height)
+
+
+def _int(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,186 @@
+"""Quota and rate limit under real concurrency: threads, each with its own boto3 resource, against moto's
+server on 127.0.0.1. 50 concurrent requests against a quota of 10 images admit exactly 10.
+
+moto's server handles requests on many threads without a lock around DynamoDB's conditional updates, so
+two racing `ADD ... IF used <= max` can both pass inside moto (seen here: 11 of 100 admitted against a
+limit of 10). Real DynamoDB serializes writes to one item. The harness therefore runs moto's server with
+one lock around its WSGI app (requests still arrive concurrently over HTTP, moto answers them one at a
+time): that models DynamoDB's per-item guarantee, and the production code is unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pytest
+import requests
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
+
+from imagegw.accounts import Accounts, Outcome
+from imagegw.domain import Caller, ImageRequest
+from imagegw.errors import ApiError
+from imagegw.keys import KeyStore
+
+REGION = "us-east-1"
+THREADS = 50
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+class SerializedMotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer whose app answers one request at a time (see the module docstring)."""
+
+    def _server_entry(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+
+        def serialized(environ, start_response):
+            with lock:
+                return list(app(environ, start_response))
+
+        self._server = make_server(
+            self._ip_address, self._port, serialized, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+@pytest.fixture
+def endpoint(aws_env):
+    server = SerializedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    # moto's server shares moto's in-process state: start from, and leave, a clean slate.
+    requests.post(f"{url}/moto-api/reset", timeout=10)
+    create_tables(resource(url))
+    yield url
+    requests.post(f"{url}/moto-api/reset", timeout=10)
+    server.stop()
+
+
+_session = None
+
+
+def resource(endpoint: str):
+    """A new resource (and so a new client) each call: boto3 resources are not thread-safe, so every thread
+    gets its own. They are created in the main thread from one session, which caches the service model."""
+    global _session
+    if _session is None:
+        _session = boto3.session.Session(region_name=REGION)
+    return _session.resource("dynamodb", endpoint_url=endpoint)
+
+
+def create_tables(dynamodb) -> None:
+    dynamodb.create_table(
+        TableName="keys",
+        KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "key_hash", "AttributeType": "S"},
+            {"AttributeName": "key_id", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_key_id",
+                "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.create_table(
+        TableName="usage",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def accounts_for(endpoint: str, clock: Callable[[], float] = time.time) -> Accounts:
+    dynamodb = resource(endpoint)
+    return Accounts(KeyStore(dynamodb.Table("keys"), clock), usage_table=dynamodb.Table("usage"), clock=clock)
+
+
+def request(n: int = 1) -> ImageRequest:
+    return ImageRequest("generations", "dall-e-2", {"prompt": "otter", "n": n, "size": "256x256"})
+
+
+Work = Callable[[Accounts, Caller, int], str]
+
+
+def race(endpoint: str, raw_key: str, work: Work, clock: Callable[[], float] = time.time) -> Counter[str]:
+    """Run `work` in THREADS threads released together, each with its own Accounts and boto3 resource."""
+    prepared = [accounts_for(endpoint, clock) for _ in range(THREADS)]
+    callers = [a.authenticate(f"Bearer {raw_key}") for a in prepared]
+    start = threading.Barrier(THREADS)
+
+    def run(i: int) -> str:
+        start.wait()
+        return work(prepared[i], callers[i], i)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return Counter(pool.map(run, range(THREADS)))
+
+
+def admit_only(accounts: Accounts, caller: Caller, i: int) -> str:
+    try:
+        accounts.admit(caller, request(), f"req-{i}")
+        return "admitted"
+    except ApiError as exc:
+        return str(exc.code)
+
+
+def test_fifty_concurrent_requests_against_a_quota_of_ten_admit_exactly_ten(endpoint):
+    new = KeyStore(resource(endpoint).Table("keys")).create("racy", quota_images=10)
+    outcomes = race(endpoint, new.raw_key, admit_only)
+    assert outcomes == {"admitted": 10, "insufficient_quota": 40}
+    item = KeyStore(resource(endpoint).Table("keys")).get(new.key_id)
+    assert item["used_images"] == 10
+
+
+def test_concurrent_refunds_return_every_reserved_image(endpoint):
+    new = KeyStore(resource(endpoint).Table("keys")).create("refunds", quota_images=10)
+
+    def admit_then_fail(accounts: Accounts, caller: Caller, i: int) -> str:
+        try:
+            admission = accounts.admit(caller, request(), f"req-{i}")
+        except ApiError as exc:
+            return str(exc.code)
+        accounts.settle(admission, Outcome(502, 5, None, "upstream_error"))
+        return "admitted"
+
+    outcomes = race(endpoint, new.raw_key, admit_then_fail)
+    # Refunds run while others still race, so more than 10 may get through, but never more than 10 at once
+    # and every one of them is refunded.
+    assert outcomes["admitted"] >= 10
+    assert outcomes["admitted"] + outcomes["insufficient_quota"] == THREADS
+    item = KeyStore(resource(endpoint).Table("keys")).get(new.key_id)
+    assert item["used_images"] == 0
+
+
+def test_concurrent_requests_against_a_rate_limit_admit_exactly_the_limit(endpoint):
+    new = KeyStore(resource(endpoint).Table("keys")).create("rpm", rate_limit_per_minute=7)
+    minute = int(time.time() // 60) * 60 + 30.0  # one fixed instant: every request in the same window
+    outcomes = race(endpoint, new.raw_key, admit_only, clock=lambda: minute)
+    assert outcomes == {"admitted": 7, "rate_limit_exceeded": 43}

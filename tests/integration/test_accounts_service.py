@@ -1,0 +1,190 @@
+"""Accounts inside the real pipeline (ImageService: parse, validate, admit, upstream, render, settle), with
+DynamoDB from moto, a fake upstream router and an in-memory image store."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import boto3
+import pytest
+from moto import mock_aws
+from PIL import Image
+
+from imagegw.accounts import Accounts
+from imagegw.catalog import Catalog
+from imagegw.domain import GeneratedImage, HttpRequest, ImageRequest, UpstreamResult
+from imagegw.errors import ApiError, InvalidApiKey, ModelNotAllowed, QuotaExceeded, UpstreamError
+from imagegw.keys import KeyStore
+from imagegw.service import ImageService
+from imagegw.settings import Settings
+from imagegw.usage import UsageReader, day_of
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture
+def dynamodb(aws_env):
+    with mock_aws():
+        resource = boto3.resource("dynamodb", region_name=REGION)
+        resource.create_table(
+            TableName="keys",
+            KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
+            AttributeDefinitions=[
+                {"AttributeName": "key_hash", "AttributeType": "S"},
+                {"AttributeName": "key_id", "AttributeType": "S"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "by_key_id",
+                    "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        resource.create_table(
+            TableName="usage",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield resource
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail = False
+
+    def call(self, request: ImageRequest, *, deadline: float) -> UpstreamResult:
+        self.calls += 1
+        if self.fail:
+            raise UpstreamError()
+        return UpstreamResult([GeneratedImage(png()) for _ in range(request.n)], route="fake")
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_image(self, key: str, data: bytes, fmt: str) -> None:
+        self.objects[key] = data
+
+    def presign(self, key: str) -> str:
+        return f"https://images.example/{key}"
+
+    def get(self, key: str) -> bytes:
+        return self.objects[key]
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
+
+
+SETTINGS = Settings(
+    bucket="bucket",
+    keys_table="keys",
+    usage_table="usage",
+    jobs_table="jobs",
+    idempotency_table="idem",
+    jobs_queue_url="http://127.0.0.1/queue",
+)
+
+
+@pytest.fixture
+def service(dynamodb):
+    return ImageService(
+        settings=SETTINGS,
+        catalog=Catalog.load(),
+        accounts=Accounts.from_settings(SETTINGS, dynamodb),
+        router=FakeRouter(),
+        store=MemoryStore(),
+    )
+
+
+def call(service: ImageService, raw_key: str | None, body: dict, request_id: str = "req_1"):
+    headers = {"content-type": "application/json"}
+    if raw_key:
+        headers["authorization"] = f"Bearer {raw_key}"
+    http = HttpRequest("POST", "/v1/images/generations", headers, json.dumps(body).encode(), request_id)
+    return service.handle("generations", http, lambda: 60_000)
+
+
+BODY = {"model": "dall-e-2", "prompt": "a lighthouse", "n": 2, "size": "256x256"}
+
+
+def test_success_is_metered(service, dynamodb):
+    new = KeyStore(dynamodb.Table("keys")).create("svc", quota_images=5)
+    response = call(service, new.raw_key, BODY)
+    assert response.status == 200
+    assert KeyStore(dynamodb.Table("keys")).get(new.key_id)["used_images"] == 2
+    reader = UsageReader(dynamodb.Table("usage"))
+    day = datetime.now(UTC).date()
+    (row,) = reader.days(new.key_id, day, day)
+    assert (row["requests"], row["images"], row["cost_cents"]) == (1, 2, Decimal("3.2"))  # 2 x $0.016
+    (log,) = reader.log(new.key_id, day)
+    assert log["pk"] == f"log#{new.key_id}#{day_of(time.time())}"
+    assert (log["request_id"], log["status"], log["route"], log["upstream_route"]) == (
+        "req_1",
+        200,
+        "generations",
+        "fake",
+    )
+
+
+def test_upstream_failure_refunds(service, dynamodb):
+    new = KeyStore(dynamodb.Table("keys")).create("svc", quota_images=2)
+    service.router.fail = True
+    with pytest.raises(UpstreamError):
+        call(service, new.raw_key, BODY)
+    assert KeyStore(dynamodb.Table("keys")).get(new.key_id)["used_images"] == 0
+    service.router.fail = False
+    assert call(service, new.raw_key, BODY).status == 200  # the whole quota is still there
+
+
+def test_refusals_never_reach_the_upstream(service, dynamodb):
+    store = KeyStore(dynamodb.Table("keys"))
+    limited = store.create("quota", quota_images=1)
+    only_dalle3 = store.create("models", allowed_models=["dall-e-3"])
+    revoked = store.create("revoked")
+    store.revoke(revoked.key_id)
+    cases: list[tuple[str | None, type[ApiError]]] = [
+        (None, InvalidApiKey),
+        ("sk-not-a-real-key-at-all-000000000000000000", InvalidApiKey),
+        (revoked.raw_key, InvalidApiKey),
+        (only_dalle3.raw_key, ModelNotAllowed),
+        (limited.raw_key, QuotaExceeded),  # n=2 > 1
+    ]
+    for raw, error in cases:
+        with pytest.raises(error):
+            call(service, raw, BODY)
+    assert service.router.calls == 0

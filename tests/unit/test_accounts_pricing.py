@@ -1,0 +1,105 @@
+"""The price table: per-image DALL-E prices, token prices for GPT image models, estimates before the call."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import imagegw
+from imagegw.domain import GeneratedImage, UpstreamResult
+from imagegw.pricing import PriceTable
+
+
+@pytest.fixture(scope="module")
+def prices():
+    return PriceTable.load()
+
+
+def result(images: int = 1, usage=None, meta=None) -> UpstreamResult:
+    return UpstreamResult([GeneratedImage(b"x") for _ in range(images)], usage=usage, meta=meta or {})
+
+
+def test_price_table_ships_with_the_package_and_says_it_is_an_estimate():
+    doc = json.loads((Path(imagegw.__file__).parent / "prices.json").read_text())
+    assert "estimate" in " ".join(doc["_comment"]).lower()
+    assert {"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"} <= set(doc["models"])
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "quality", "n", "expected_cents"),
+    [
+        ("dall-e-2", "256x256", None, 1, "1.6"),
+        ("dall-e-2", "512x512", "standard", 2, "3.6"),
+        ("dall-e-2", "1024x1024", None, 10, "20"),
+        ("dall-e-3", "1024x1024", "standard", 1, "4"),
+        ("dall-e-3", "1024x1024", "hd", 1, "8"),
+        ("dall-e-3", "1792x1024", "hd", 1, "12"),
+        ("dall-e-3", "1024x1792", "standard", 1, "8"),
+        ("dall-e-3", "999x999", "hd", 1, "12"),  # unknown size: the dearest
+    ],
+)
+def test_dall_e_is_priced_per_image(prices, model, size, quality, n, expected_cents):
+    params = {"size": size, "quality": quality, "n": n}
+    assert prices.estimate_cents(model, params, n) == Decimal(expected_cents)
+    assert prices.cost(model, params, result(n)).cents == Decimal(expected_cents)
+
+
+def test_gpt_image_estimate_uses_output_tokens_per_image(prices):
+    # gpt-image-1 high 1024x1024: 4160 output tokens at $40 per 1M = $0.1664 per image.
+    params = {"size": "1024x1024", "quality": "high"}
+    assert prices.estimate_cents("gpt-image-1", params, 2) == Decimal("33.28")
+    assert prices.estimate_cents("gpt-image-1", {"size": "1024x1024", "quality": "low"}, 1) == Decimal(
+        "1.088"
+    )
+    # auto quality is reserved as high, auto size as the largest standard size (1024x1536).
+    assert prices.estimate_cents("gpt-image-1", {"size": "auto", "quality": "auto"}, 1) == Decimal("24.96")
+
+
+def test_custom_sizes_scale_with_area(prices):
+    base = prices.estimate_cents("gpt-image-2", {"size": "1024x1024", "quality": "medium"}, 1)
+    big = prices.estimate_cents("gpt-image-2", {"size": "2048x2048", "quality": "medium"}, 1)
+    assert big == base * 4
+
+
+def test_gpt_image_cost_uses_reported_tokens(prices):
+    usage = {
+        "total_tokens": 4210,
+        "input_tokens": 50,
+        "output_tokens": 4160,
+        "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
+    }
+    cost = prices.cost("gpt-image-1", {"size": "1024x1024", "quality": "high"}, result(1, usage))
+    # (10 x $5 + 40 x $10 + 4160 x $40) / 1M = $0.16685
+    assert cost.cents == Decimal("16.685")
+    assert (cost.images, cost.input_tokens, cost.output_tokens) == (1, 50, 4160)
+
+
+def test_gpt_image_cost_without_usage_falls_back_to_the_estimate(prices):
+    cost = prices.cost(
+        "gpt-image-1-mini",
+        {"size": "auto", "quality": "auto"},
+        result(1, meta={"size": "1024x1024", "quality": "low"}),
+    )
+    assert cost.cents == Decimal("0.2176")  # 272 tokens at $8 per 1M
+
+
+@pytest.mark.parametrize(
+    ("model", "entry_like"),
+    [
+        ("gpt-image-1-mini", "gpt-image-1-mini"),
+        ("gpt-image-1.5", "gpt-image-1.5"),
+        ("gpt-image-2-2026-04-21", "gpt-image-2"),
+        ("gpt-image-2.5-preview", "gpt-image-2.5"),
+        ("dall-e-3", "dall-e-3"),
+    ],
+)
+def test_snapshots_match_their_family(prices, model, entry_like):
+    assert prices.entry(model) is prices.entry(entry_like)
+
+
+def test_unknown_models_use_the_default(prices):
+    entry = prices.entry("some-new-model")
+    assert entry["tokens"]["output"] > 0
