@@ -19,8 +19,9 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from imagegw.emulator import Emulator, Fault, RecordedRequest, main
 from PIL import Image, ImageChops, ImageDraw, ImageStat
+
+from imagegw.emulator import Emulator, Fault, RecordedRequest, main
 
 KEY = "sk-test-emulator-0123456789"
 AZURE_VERSION = "2025-04-01-preview"

@@ -11,8 +11,11 @@ from imagegw.errors import (
 
 
 def test_invalid_request_maps_to_openai_body():
-    mapped = to_error_response(InvalidRequest("Missing required parameter: 'prompt'.", param="prompt",
-                                              code="missing_required_parameter"))
+    mapped = to_error_response(
+        InvalidRequest(
+            "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter"
+        )
+    )
     assert mapped.status == 400
     assert mapped.body == {
         "error": {
@@ -35,7 +38,11 @@ def test_status_type_and_code_per_class():
     ]
     for exc, status, type_, code in cases:
         mapped = to_error_response(exc)
-        assert (mapped.status, mapped.body["error"]["type"], mapped.body["error"]["code"]) == (status, type_, code)
+        assert (mapped.status, mapped.body["error"]["type"], mapped.body["error"]["code"]) == (
+            status,
+            type_,
+            code,
+        )
 
 
 def test_model_not_found_wording():

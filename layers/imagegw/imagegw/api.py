@@ -50,6 +50,12 @@ def create_app(service_factory: Callable[[], ImageService]) -> APIGatewayRestRes
     def variations() -> Response:
         return dispatch("variations")
 
+    @app.get("/v1/images/jobs/<job_id>")
+    def job_status(job_id: str) -> Response:
+        http = http_request(app.current_event.raw_event)
+        logger.append_keys(request_id=http.request_id, route=http.path, job_id=job_id)
+        return to_response(service().job_status(http, job_id), http.request_id)
+
     @app.not_found
     def not_found(_: Exception) -> Response:
         event = app.current_event
@@ -106,7 +112,24 @@ def http_request(event: dict[str, Any]) -> HttpRequest:
         body=body,
         request_id=request_id_of(event),
         path_params=dict(event.get("pathParameters") or {}),
+        base_url=base_url_of(event, headers),
     )
+
+
+def base_url_of(event: dict[str, Any], headers: dict[str, str]) -> str:
+    """Where the client reached this API: scheme, host and any stage or base path before the route.
+
+    API Gateway's requestContext.path is the path as requested (`/api/v1/images/...` on the execute-api
+    host, with a custom domain's base path otherwise); `path` is the route alone.
+    """
+    host = headers.get("host")
+    if not host:
+        return ""
+    scheme = headers.get("x-forwarded-proto") or ("https" if host.endswith(".amazonaws.com") else "http")
+    route = str(event.get("path") or "")
+    requested = str((event.get("requestContext") or {}).get("path") or route)
+    prefix = requested[: -len(route)] if route and requested.endswith(route) else ""
+    return f"{scheme.split(',')[0].strip()}://{host}{prefix.rstrip('/')}"
 
 
 def serve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -114,7 +137,7 @@ def serve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> d
     started = time.monotonic()
     result = app.resolve(event, context)
     status = int(result.get("statusCode", 500))
-    headers = result.get("headers") or {}
+    headers = result.get("multiValueHeaders") or {}  # the REST resolver answers multi-value headers only
     if status >= 400 and "x-should-retry" in headers:
         metrics.add_metric(name="UpstreamFailures", unit="Count", value=1)
     logger.info(

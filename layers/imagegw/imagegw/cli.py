@@ -40,9 +40,12 @@ def keys(argv: list[str]) -> int:
 def dev(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="imagegw dev",
-        description="Run the local stack in the foreground: the API on 127.0.0.1 (PORT, default 3000), moto's "
-        "server for S3/DynamoDB/SQS, and the upstream emulator (or the OpenAI-compatible upstream named by "
-        "IMAGEGW_UPSTREAM_BASE_URL and IMAGEGW_UPSTREAM_API_KEY). IMAGEGW_DEV_API_KEY fixes the API key.",
+        description=(
+            "Run the local stack in the foreground: the API on 127.0.0.1 (PORT, default 3000), moto's "
+            "server for S3/DynamoDB/SQS, the jobs worker, and the upstream emulator, or the OpenAI-compatible"
+            " upstream named by IMAGEGW_UPSTREAM_BASE_URL and IMAGEGW_UPSTREAM_API_KEY. "
+            "IMAGEGW_DEV_API_KEY fixes the API key."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))

@@ -12,12 +12,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import importlib.util
 import json
+import logging
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -34,7 +37,7 @@ REGION = "us-east-1"
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
 API_GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
 DEFAULT_API_TIMEOUT_MS = 29_000
-UPSTREAM_SECRET_NAME = "imagegw/upstream"
+UPSTREAM_SECRET_NAME = "imagegw/upstream"  # noqa: S105 - a secret's name, not its value
 
 
 def project_root() -> Path:
@@ -75,7 +78,7 @@ def aws_env(endpoint_url: str) -> dict[str, str]:
     return {
         "AWS_ENDPOINT_URL": endpoint_url,
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's placeholder credentials
+        "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
@@ -85,12 +88,22 @@ def aws_env(endpoint_url: str) -> dict[str, str]:
     }
 
 
-def create_resources(template: dict[str, Any], endpoint_url: str, upstream_credentials: dict[str, Any]) -> LocalResources:
+def moto_session() -> Any:
+    """A boto3 session with moto's placeholder credentials, whatever the environment holds."""
     import boto3
 
-    session = boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION  # noqa: S106
+    return boto3.session.Session(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto's placeholder credentials
+        region_name=REGION,
     )
+
+
+def create_resources(
+    template: dict[str, Any], endpoint_url: str, upstream_credentials: dict[str, Any]
+) -> LocalResources:
+
+    session = moto_session()
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     tables = {}
     for logical_id, props in resources(template, "AWS::DynamoDB::Table").items():
@@ -112,7 +125,9 @@ def create_resources(template: dict[str, Any], endpoint_url: str, upstream_crede
         queues[logical_id] = create_queue(sqs, logical_id, queue_props[logical_id], queues)
 
     secrets_client = session.client("secretsmanager", endpoint_url=endpoint_url)
-    secret = secrets_client.create_secret(Name=UPSTREAM_SECRET_NAME, SecretString=json.dumps(upstream_credentials))
+    secret = secrets_client.create_secret(
+        Name=UPSTREAM_SECRET_NAME, SecretString=json.dumps(upstream_credentials)
+    )
     return LocalResources(endpoint_url, bucket, tables, queues, secret["ARN"])
 
 
@@ -149,7 +164,9 @@ def create_queue(sqs: Any, name: str, props: dict[str, Any], created: dict[str, 
             max_receive = 3  # a template parameter: the local stack uses the parameter's default
         if target in created:
             arn = f"arn:aws:sqs:{REGION}:123456789012:{target}"
-            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": int(max_receive)})
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": arn, "maxReceiveCount": int(max_receive)}
+            )
     url: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     return url
 
@@ -276,11 +293,15 @@ def api_routes(template: dict[str, Any], root: Path) -> tuple[list[ApiRoute], li
             if event.get("Type") != "Api":
                 continue
             spec = event["Properties"]
-            pool = pools.setdefault(name, FunctionPool(name, code_dir, props["Handler"], timeout, int(memory)))
+            pool = pools.setdefault(
+                name, FunctionPool(name, code_dir, props["Handler"], timeout, int(memory))
+            )
             path = spec["Path"]
             regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path))
             integration_ms = _number(spec.get("TimeoutInMillis"), template, DEFAULT_API_TIMEOUT_MS)
-            routes.append(ApiRoute(spec["Method"].upper(), path, re.compile(regex), pool, int(integration_ms)))
+            routes.append(
+                ApiRoute(spec["Method"].upper(), path, re.compile(regex), pool, int(integration_ms))
+            )
     binary_types: list[str] = []
     for props in resources(template, "AWS::Serverless::Api").values():
         binary_types += [str(t).replace("~1", "/") for t in props.get("BinaryMediaTypes") or []]
@@ -332,7 +353,9 @@ def to_proxy_event(
         "requestContext": {
             "resourcePath": route.path,
             "httpMethod": method,
-            "path": "/local" + parts.path,
+            # The path as requested: the local URL has no stage prefix (like a custom domain without a
+            # base path), so absolute links the API builds (job status URLs) point back here.
+            "path": parts.path,
             "stage": "local",
             "requestId": request_id,
             "extendedRequestId": request_id,
@@ -354,12 +377,16 @@ class ApiGateway:
         self.routes = routes
         self.binary_types = binary_types
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         path = urlsplit(raw_path).path
         route = next((r for r in self.routes if r.match(method, path) is not None), None)
         if route is None:
-            return _gateway_error(403 if not any(r.pattern.fullmatch(path) for r in self.routes) else 405,
-                                  "Missing Authentication Token")
+            return _gateway_error(
+                403 if not any(r.pattern.fullmatch(path) for r in self.routes) else 405,
+                "Missing Authentication Token",
+            )
         if len(body) > API_GATEWAY_PAYLOAD_LIMIT:
             return _gateway_error(413, "Request Too Long")
         event = to_proxy_event(method, raw_path, headers, body, self.binary_types, route)
@@ -393,9 +420,11 @@ class ApiGateway:
 
 
 def _gateway_error(status: int, message: str) -> tuple[int, dict[str, str], bytes]:
-    return status, {"Content-Type": "application/json", "x-amzn-ErrorType": "GatewayError"}, json.dumps(
-        {"message": message}
-    ).encode()
+    return (
+        status,
+        {"Content-Type": "application/json", "x-amzn-ErrorType": "GatewayError"},
+        json.dumps({"message": message}).encode(),
+    )
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
@@ -419,9 +448,185 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:
             super().log_message(format, *args)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Lambda's SQS event source mapping in front of the jobs worker
+
+
+@dataclass
+class QueueSubscription:
+    """An SQS event of a function in the template: which queue feeds it, how many records at a time."""
+
+    function_name: str
+    queue: str  # the queue's logical id
+    function: FunctionPool
+    batch_size: int = 10
+    report_batch_item_failures: bool = False
+
+
+def sqs_subscriptions(template: dict[str, Any], root: Path) -> list[QueueSubscription]:
+    globals_fn = (template.get("Globals") or {}).get("Function") or {}
+    found = []
+    for name, props in resources(template, "AWS::Serverless::Function").items():
+        for event in (props.get("Events") or {}).values():
+            if event.get("Type") != "SQS":
+                continue
+            spec = event.get("Properties") or {}
+            queue = _ref_target(spec.get("Queue"))
+            if queue is None:
+                continue
+            timeout = _number(props.get("Timeout", globals_fn.get("Timeout")), template, 30)
+            memory = _number(props.get("MemorySize", globals_fn.get("MemorySize")), template, 1024)
+            pool = FunctionPool(name, root / str(props["CodeUri"]), props["Handler"], timeout, int(memory))
+            response_types = spec.get("FunctionResponseTypes") or []
+            found.append(
+                QueueSubscription(
+                    function_name=name,
+                    queue=queue,
+                    function=pool,
+                    batch_size=int(_number(spec.get("BatchSize"), template, 10)),
+                    report_batch_item_failures="ReportBatchItemFailures" in response_types,
+                )
+            )
+    return found
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source passes to the function, from ReceiveMessage's messages."""
+    records = []
+    for message in messages:
+        attributes = {k: str(v) for k, v in (message.get("Attributes") or {}).items()}
+        message_attributes = {}
+        for name, value in (message.get("MessageAttributes") or {}).items():
+            item: dict[str, Any] = {
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": value.get("DataType", "String"),
+            }
+            if "StringValue" in value:
+                item["stringValue"] = value["StringValue"]
+            if "BinaryValue" in value:
+                item["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode("ascii")
+            message_attributes[name] = item
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message.get("Body", ""),
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+        )
+    return {"Records": records}
+
+
+def failed_message_ids(result: Any, message_ids: list[str], report_batch_item_failures: bool) -> set[str]:
+    """Which messages stay on the queue after an invocation, as Lambda decides it."""
+    if not report_batch_item_failures:
+        return set()
+    if result is None:
+        return set()
+    failures = result.get("batchItemFailures") if isinstance(result, dict) else "invalid"
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        return set(message_ids)
+    failed = set()
+    for failure in failures:
+        identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+        if identifier not in message_ids:
+            return set(message_ids)  # an invalid response fails the whole batch
+        failed.add(identifier)
+    return failed
+
+
+class SqsEventSource:
+    """Lambda's SQS event source mapping, locally: long-poll a batch, invoke the function with the SQS
+    event, delete the messages that succeeded. The rest (listed in `batchItemFailures`, or the whole batch
+    when the function raised) stay on the queue: they come back after the visibility timeout, and move to
+    the dead-letter queue after the redrive policy's maxReceiveCount."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        subscription: QueueSubscription,
+        *,
+        pollers: int = 2,
+        quiet: bool = False,
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.subscription = subscription
+        self.queue_arn: str = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.quiet = quiet
+        self._pollers = pollers
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> SqsEventSource:
+        for index in range(self._pollers):
+            name = f"sqs:{self.subscription.queue}->{self.subscription.function_name}:{index}"
+            thread = threading.Thread(target=self._run, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once(wait_seconds=1)
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                self._log(f"polling {self.subscription.queue} failed: {exc!r}")
+                self._stop.wait(1)
+
+    def poll_once(self, wait_seconds: int = 0) -> int:
+        """One receive-invoke-delete cycle; the number of messages received."""
+        messages = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=min(10, self.subscription.batch_size),
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not messages:
+            return 0
+        ids = [m["MessageId"] for m in messages]
+        try:
+            result = self.subscription.function.invoke(sqs_event(messages, self.queue_arn))
+            failed = failed_message_ids(result, ids, self.subscription.report_batch_item_failures)
+        except Exception as exc:  # the invocation failed: every message of the batch is retried
+            self._log(f"{self.subscription.function_name} failed on a batch of {len(ids)}: {exc!r}")
+            failed = set(ids)
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        return len(messages)
+
+    def _log(self, text: str) -> None:
+        if not self.quiet:
+            print(f"imagegw local: {text}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -450,12 +655,13 @@ class LocalStack:
         self.emulator: Any = None
         self.resources: LocalResources | None = None
         self.http: ThreadingHTTPServer | None = None
+        self.pools: dict[str, FunctionPool] = {}
 
     @property
     def api_url(self) -> str:
         assert self.http is not None
         host, port = self.http.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def start(self) -> LocalStack:
         from moto.server import ThreadedMotoServer
@@ -463,6 +669,7 @@ class LocalStack:
         from .emulator import Emulator
 
         template = load_template(self.root / "template.yaml")
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-call access log drowns ours
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         moto.start()
         self._stoppers.append(moto.stop)
@@ -493,7 +700,8 @@ class LocalStack:
         self._seed_key()
         routes, binary_types = api_routes(template, self.root)
         gateway = ApiGateway(routes, binary_types)
-        for pool in {id(r.function): r.function for r in routes}.values():
+        self.pools = {r.function.name: r.function for r in routes}
+        for pool in self.pools.values():
             pool.warm()  # import once up front, as a provisioned container would
 
         handler = type("Handler", (_HttpHandler,), {"gateway": gateway, "quiet": self.config.quiet})
@@ -502,8 +710,26 @@ class LocalStack:
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
         self._stoppers.append(self.http.server_close)
         self._stoppers.append(self.http.shutdown)
+        self._start_event_sources(template)
         self._write_state(state_dir)
         return self
+
+    def _start_event_sources(self, template: dict[str, Any]) -> None:
+        """Run the functions the template subscribes to SQS queues (the jobs worker) against moto's SQS."""
+
+        assert self.resources is not None
+        sqs = moto_session().client("sqs", endpoint_url=self.resources.endpoint_url)
+        for subscription in sqs_subscriptions(template, self.root):
+            queue_url = self.resources.queues.get(subscription.queue)
+            if queue_url is None:
+                continue
+            subscription.function.warm()
+            source = SqsEventSource(sqs, queue_url, subscription, quiet=self.config.quiet).start()
+            self._stoppers.append(source.stop)
+
+    def function_pool(self, name: str) -> FunctionPool:
+        """The warm containers of one API function, to invoke it with an event directly."""
+        return self.pools[name]
 
     def _seed_key(self) -> None:
         import boto3
@@ -535,10 +761,8 @@ class LocalStack:
     def stop(self) -> None:
         while self._stoppers:
             stopper = self._stoppers.pop()
-            try:
+            with contextlib.suppress(Exception):  # best effort on shutdown
                 stopper()
-            except Exception:  # noqa: S110 - best effort on shutdown
-                pass
 
     def __enter__(self) -> LocalStack:
         return self.start()

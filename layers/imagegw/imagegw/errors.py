@@ -97,7 +97,9 @@ class UpstreamError(ApiError):
     type = "server_error"
     default_code = "upstream_error"
 
-    def __init__(self, message: str = "The upstream image service failed. Please try again later.", **kw: Any):
+    def __init__(
+        self, message: str = "The upstream image service failed. Please try again later.", **kw: Any
+    ):
         kw.setdefault("headers", {"x-should-retry": "false"})
         super().__init__(message, **kw)
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .accounts import Accounts, Outcome
 from .catalog import Catalog
 from .domain import Caller, HttpRequest, ImageRequest, Operation, UpstreamResult
-from .errors import ApiError, UpstreamTimeout
+from .errors import ApiError, NotFound, ServiceUnavailable, UpstreamTimeout
+from .jobs.frontend import prefers_async
 from .observability import logger
-from .parsing import parse_request
+from .parsing import parse_request, resolve_image_urls
 from .responses import ApiResponse, render
 from .settings import Settings
 from .storage import ImageStore
 from .validation import validate
+
+if TYPE_CHECKING:
+    from .domain import RawRequest
+    from .jobs.frontend import AsyncJobs
 
 # Stop upstream work this long before the Lambda itself would be killed, to answer a clean 504.
 LAMBDA_SAFETY_MARGIN_S = 1.5
@@ -34,13 +39,15 @@ class ImageService:
     router: Router
     store: ImageStore
     clock: Callable[[], float] = time.time
+    jobs: AsyncJobs | None = None  # `Prefer: respond-async` and GET /v1/images/jobs/{id}
 
-    def handle(
-        self, operation: Operation, http: HttpRequest, remaining_ms: Callable[[], int]
-    ) -> ApiResponse:
+    def handle(self, operation: Operation, http: HttpRequest, remaining_ms: Callable[[], int]) -> ApiResponse:
         caller = self.accounts.authenticate(http.headers.get("authorization"))
-        raw = parse_request(operation, http)
+        raw = resolve_image_urls(parse_request(operation, http), catalog=self.catalog)
         request = validate(raw, self.catalog)
+        logger.append_keys(model=request.model, operation=operation, key=caller.display)
+        if prefers_async(http.headers):
+            return self._submit_job(caller, raw, request, http)
         deadline = time.monotonic() + min(
             self.settings.sync_deadline_seconds, remaining_ms() / 1000 - LAMBDA_SAFETY_MARGIN_S
         )
@@ -73,6 +80,21 @@ class ImageService:
         self.accounts.settle(admission, Outcome(200, _ms_since(started), result))
         logger.append_keys(upstream_route=result.route)
         return response
+
+    def _submit_job(
+        self, caller: Caller, raw: RawRequest, request: ImageRequest, http: HttpRequest
+    ) -> ApiResponse:
+        """Queue the validated request as a job and answer 202 (imagegw.jobs.frontend)."""
+        if self.jobs is None:
+            raise ServiceUnavailable("Asynchronous jobs are not available on this gateway.")
+        return self.jobs.submit(caller, raw, request, http)
+
+    def job_status(self, http: HttpRequest, job_id: str) -> ApiResponse:
+        """GET /v1/images/jobs/{job_id}: only the key that submitted the job may read it."""
+        caller = self.accounts.authenticate(http.headers.get("authorization"))
+        if self.jobs is None:
+            raise NotFound(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
+        return self.jobs.status(caller, job_id)
 
     def _safe_delete(self, keys: list[str]) -> None:
         try:

@@ -36,6 +36,11 @@ class Settings:
     attempt_timeout_seconds: float = 120.0
     cooldown_seconds: float = 30.0
     log_prompts: bool = False
+    # Async jobs: the worker marks a job failed on the attempt whose SQS ApproximateReceiveCount reaches
+    # this (the queue's maxReceiveCount: the message then moves to the dead-letter queue); job records
+    # (and the idempotency records of jobs) expire after jobs_ttl_seconds.
+    jobs_max_receive_count: int = 3
+    jobs_ttl_seconds: int = 7 * 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,7 +68,10 @@ class Settings:
             raise SettingsError("IMAGEGW_MAX_ATTEMPTS must be at least 1")
         if self.sync_deadline_seconds <= 0 or self.attempt_timeout_seconds <= 0:
             raise SettingsError("deadlines and timeouts must be positive")
-
+        if self.jobs_max_receive_count < 1 or self.jobs_ttl_seconds < 3600:
+            raise SettingsError(
+                "IMAGEGW_JOBS_MAX_RECEIVE_COUNT must be at least 1 and IMAGEGW_JOBS_TTL_SECONDS at least 3600"
+            )
 
 
 def env_name(field_name: str) -> str:

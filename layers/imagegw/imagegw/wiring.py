@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
@@ -12,6 +13,12 @@ from .service import ImageService
 from .settings import Settings
 from .storage import S3ImageStore
 from .upstream import build_router
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from .jobs.frontend import AsyncJobs
+    from .jobs.worker import JobWorker
 
 
 @cache
@@ -35,4 +42,62 @@ def build_service(settings: Settings) -> ImageService:
             ssm_client=session.client("ssm"),
         ),
         store=S3ImageStore(session.client("s3"), settings.bucket, settings.url_ttl_seconds),
+        jobs=build_async_jobs(settings, catalog),
     )
+
+
+def build_async_jobs(settings: Settings, catalog: Catalog) -> AsyncJobs:
+    from .jobs.frontend import AsyncJobs
+    from .jobs.store import JobStore
+
+    session = boto_session()
+    return AsyncJobs(
+        jobs=JobStore(session.resource("dynamodb").Table(settings.jobs_table), settings.jobs_ttl_seconds),
+        store=S3ImageStore(session.client("s3"), settings.bucket, settings.url_ttl_seconds),
+        sqs_client=session.client("sqs"),
+        queue_url=settings.jobs_queue_url,
+        catalog=catalog,
+    )
+
+
+def build_worker(settings: Settings) -> JobWorker:
+    """The SQS jobs worker: the same service as the API, plus the job, key and idempotency tables."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    from .jobs.store import CallerLookup, JobStore
+    from .jobs.worker import JobWorker
+    from .keys import KeyStore
+
+    session = boto_session()
+    dynamodb = session.resource("dynamodb")
+    return JobWorker(
+        service=build_service(settings),
+        jobs=JobStore(dynamodb.Table(settings.jobs_table), settings.jobs_ttl_seconds),
+        callers=CallerLookup(KeyStore(dynamodb.Table(settings.keys_table))),
+        s3_client=session.client("s3"),
+        bucket=settings.bucket,
+        sqs_client=session.client("sqs"),
+        persistence_store=DynamoDBPersistenceLayer(
+            table_name=settings.idempotency_table, boto3_client=session.client("dynamodb")
+        ),
+        max_receive_count=settings.jobs_max_receive_count,
+        idempotency_expires_seconds=settings.jobs_ttl_seconds,
+    )
+
+
+class LazyWorker:
+    """The worker a handler module holds: settings validated at import (cold start), clients made on
+    the first record, so importing the handler makes no AWS call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._worker: JobWorker | None = None
+
+    def process_record(self, record: SQSRecord, lambda_context: Any = None) -> dict[str, Any]:
+        if self._worker is None:
+            self._worker = build_worker(self._settings)
+        return self._worker.process_record(record, lambda_context)
+
+
+def worker_from_env() -> LazyWorker:
+    return LazyWorker(Settings.from_env())

@@ -1,0 +1,200 @@
+"""The HTTP side of jobs: `Prefer: respond-async` submissions (202) and `GET /v1/images/jobs/{id}`.
+
+A submission is authenticated, parsed and validated exactly like a synchronous request; then, instead
+of calling the upstream, the input images go to S3 (`inputs/<yyyy>/<mm>/<dd>/<job_id>/...`), the job
+record is written (queued) and the job message is sent to the jobs queue.
+
+Results are always stored in S3 (the worker asks for `response_format=url` whatever the request said);
+the job record lists the keys, and every GET signs fresh 60-minute URLs. When the request asked for
+`b64_json` (explicitly, or by the model's default) and the images are small, GET adds `b64_json` too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..catalog import Catalog
+from ..domain import Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
+from ..errors import InvalidRequest, NotFound, RequestTooLarge, ServiceUnavailable, to_error_response
+from ..images import sniff_format
+from ..observability import logger
+from ..parsing import resolve_image_urls
+from ..responses import ApiResponse
+from ..storage import ImageStore
+from .schema import JOB_ID_RE, MAX_MESSAGE_BYTES, InputRef, JobMessage
+from .store import FAILED, SUCCEEDED, JobStore
+
+JOB_OBJECT = "image.job"
+# GET adds b64_json only up to this many image bytes in total (base64 adds a third; Lambda answers <= 6 MB).
+INLINE_B64_MAX_BYTES = 3 * 1024 * 1024
+
+
+def prefers_async(headers: dict[str, str]) -> bool:
+    """RFC 7240: `Prefer: respond-async` (among other comma-separated preferences, any case)."""
+    for preference in headers.get("prefer", "").split(","):
+        name = preference.split(";")[0].split("=")[0].strip().lower()
+        if name == "respond-async":
+            return True
+    return False
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_hex(16)
+
+
+def error_of(exc: BaseException) -> dict[str, Any]:
+    """The OpenAI error object the HTTP API would answer for `exc`, plus its HTTP status."""
+    mapped = to_error_response(exc)
+    return {**mapped.body["error"], "status": mapped.status}
+
+
+def asked_response_format(request: ImageRequest, catalog: Catalog) -> str:
+    asked = request.params.get("response_format")
+    return str(asked) if asked else catalog.get(request.model).default_response_format
+
+
+class AsyncJobs:
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        store: ImageStore,
+        sqs_client: Any,
+        queue_url: str,
+        catalog: Catalog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._jobs = jobs
+        self._store = store
+        self._sqs = sqs_client
+        self._queue_url = queue_url
+        self._catalog = catalog
+        self._clock = clock
+
+    def submit(
+        self, caller: Caller, raw: RawRequest, request: ImageRequest, http: HttpRequest
+    ) -> ApiResponse:
+        if request.stream:
+            raise InvalidRequest(
+                "Streaming (stream=true) cannot be combined with 'Prefer: respond-async'.",
+                param="stream",
+                code="invalid_value",
+            )
+        if any(img.source_url and not img.data for img in [*raw.images, raw.mask] if img is not None):
+            resolve_image_urls(raw, catalog=self._catalog)  # JSON edits: fetched now, stored as inputs
+        job_id = new_job_id()
+        stem = time.strftime(f"inputs/%Y/%m/%d/{job_id}", time.gmtime(self._clock()))
+        images = [(self._input_ref(f"{stem}/{i}", image), image) for i, image in enumerate(raw.images)]
+        mask = (self._input_ref(f"{stem}/mask", raw.mask), raw.mask) if raw.mask is not None else None
+        uploads = [*images, *([mask] if mask else [])]
+        message = JobMessage(
+            job_id=job_id,
+            operation=request.operation,
+            request=request_fields(raw),
+            key_id=caller.key_id,
+            images=tuple(ref for ref, _ in images),
+            mask=mask[0] if mask else None,
+        )
+        body = message.dumps()
+        if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
+            raise RequestTooLarge("The job's parameters are over the 1 MiB limit of a queued job.")
+        for ref, image in uploads:
+            self._store.put_image(ref.key, image.data, image.format or sniff_format(image.data) or "bin")
+        record = self._jobs.create(
+            job_id=job_id,
+            key_id=caller.key_id,
+            operation=request.operation,
+            model=request.model,
+            source="http",
+            request_id=http.request_id,
+            response_format=asked_response_format(request, self._catalog),
+        )
+        try:
+            self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=body)
+        except Exception as exc:
+            logger.exception("could not queue a job", extra={"job_id": job_id})
+            unavailable = ServiceUnavailable("The job could not be queued. Please try again.")
+            try:
+                self._jobs.fail(job_id, error_of(unavailable))
+            except Exception:
+                logger.exception("could not mark the unqueued job failed", extra={"job_id": job_id})
+            raise unavailable from exc
+        logger.info(
+            "job queued", extra={"job_id": job_id, "model": request.model, "operation": request.operation}
+        )
+        status_url = f"{http.base_url}/v1/images/jobs/{job_id}"
+        answer = {
+            "id": job_id,
+            "object": JOB_OBJECT,
+            "status": "queued",
+            "status_url": status_url,
+            "created": record["created"],
+            "model": request.model,
+            "operation": request.operation,
+        }
+        return ApiResponse(
+            202,
+            json.dumps(answer, separators=(",", ":")),
+            headers={"Preference-Applied": "respond-async", "Location": status_url},
+        )
+
+    def status(self, caller: Caller, job_id: str) -> ApiResponse:
+        record = self._jobs.get(job_id) if JOB_ID_RE.fullmatch(job_id or "") else None
+        # Another key's job is answered exactly like a job that does not exist.
+        if record is None or record.get("key_id") != caller.key_id:
+            raise NotFound(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
+        return ApiResponse(200, json.dumps(job_view(record, self._store), separators=(",", ":")))
+
+    @staticmethod
+    def _input_ref(stem: str, image: ImageFile) -> InputRef:
+        fmt = image.format or sniff_format(image.data)
+        ext = {"jpeg": "jpg", None: "bin"}.get(fmt, fmt)
+        return InputRef(key=f"{stem}.{ext}", filename=image.filename, field=image.field_name)
+
+
+def request_fields(raw: RawRequest) -> dict[str, Any]:
+    """The request's parameters as the client sent them, without its images (they travel as inputs)."""
+    return dict(raw.fields)
+
+
+def job_view(
+    record: dict[str, Any], store: ImageStore, inline_b64_max: int = INLINE_B64_MAX_BYTES
+) -> dict[str, Any]:
+    """A job as GET /v1/images/jobs/{id} answers it: fresh URLs, never S3 keys or the owner."""
+    status = record.get("status")
+    result = record.get("result") if status == SUCCEEDED else None
+    view_result: dict[str, Any] | None = None
+    if result:
+        images = result.get("images") or []
+        inline = record.get("response_format") == "b64_json" and (
+            sum(int(img.get("bytes", 0)) for img in images) <= inline_b64_max
+        )
+        data = []
+        for image in images:
+            item: dict[str, Any] = {"url": store.presign(image["key"])}
+            if inline:
+                item["b64_json"] = base64.b64encode(store.get(image["key"])).decode("ascii")
+            if image.get("revised_prompt"):
+                item["revised_prompt"] = image["revised_prompt"]
+            data.append(item)
+        view_result = {"created": result.get("created"), "data": data, **(result.get("meta") or {})}
+        if result.get("usage") is not None:
+            view_result["usage"] = result["usage"]
+    return {
+        "id": record["job_id"],
+        "object": JOB_OBJECT,
+        "status": status,
+        "created": record.get("created"),
+        "updated": record.get("updated"),
+        "started": record.get("started"),
+        "finished": record.get("finished"),
+        "model": record.get("model"),
+        "operation": record.get("operation"),
+        "result": view_result,
+        "error": record.get("error") if status == FAILED else None,
+    }

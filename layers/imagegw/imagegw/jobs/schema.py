@@ -1,0 +1,183 @@
+"""The job message on the jobs queue, version 1 (docs/jobs.md), and its strict parser.
+
+```json
+{"version": 1,
+ "job_id": "job_...",
+ "operation": "generations" | "edits" | "variations",
+ "request": {"model": "...", "prompt": "...", "n": 1, "size": "1024x1024", ...},
+ "inputs": {"images": [{"bucket": "...", "key": "...", "filename": "...", "field": "image[0]"}],
+            "mask": {"key": "...", "filename": "mask.png"}},
+ "caller": {"key_id": "key_..."},
+ "reply": {"queue_url": "https://sqs..."}}
+```
+
+`request` holds the parameters exactly as the HTTP API takes them (the JSON body's fields; multipart
+scalars may be strings); `inputs` reference input images in S3 (never inline bytes: a message is at most
+1 MiB). `inputs`, `reply` and `bucket` are optional.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..domain import OPERATIONS, Operation
+from ..errors import InvalidRequest
+
+VERSION = 1
+# SQS's own limit is 1 MiB; keep room for message attributes.
+MAX_MESSAGE_BYTES = 1024 * 1024 - 16 * 1024
+JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+KEY_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+MESSAGE_FIELDS = frozenset({"version", "job_id", "operation", "request", "inputs", "caller", "reply"})
+
+
+class MalformedMessage(InvalidRequest):
+    """The message is not a valid version-1 job message: the job fails (no retry), the batch goes on."""
+
+    default_code = "invalid_job_message"
+
+    def __init__(self, message: str, *, job_id: str | None = None, key_id: str | None = None, **kw: Any):
+        super().__init__(f"Invalid job message: {message}", **kw)
+        self.job_id = job_id
+        self.key_id = key_id
+
+
+@dataclass(frozen=True)
+class InputRef:
+    key: str
+    filename: str
+    field: str  # the multipart part name the HTTP API would have received: image, image[], image[0], mask
+    bucket: str | None = None  # None: the gateway's own bucket
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "filename": self.filename, "field": self.field}
+        if self.bucket:
+            out["bucket"] = self.bucket
+        return out
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    job_id: str
+    operation: Operation
+    request: dict[str, Any]
+    key_id: str
+    images: tuple[InputRef, ...] = ()
+    mask: InputRef | None = None
+    reply_queue_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "version": VERSION,
+            "job_id": self.job_id,
+            "operation": self.operation,
+            "request": self.request,
+            "caller": {"key_id": self.key_id},
+        }
+        if self.images or self.mask:
+            message["inputs"] = {
+                "images": [ref.to_json() for ref in self.images],
+                "mask": self.mask.to_json() if self.mask else None,
+            }
+        if self.reply_queue_url:
+            message["reply"] = {"queue_url": self.reply_queue_url}
+        return message
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+
+def parse_body(body: str | None) -> JobMessage:
+    """An SQS message body as a job message; raises MalformedMessage (with the job id when it is known)."""
+    try:
+        document = json.loads(body or "")
+    except (ValueError, RecursionError):
+        raise MalformedMessage("the body is not JSON.") from None
+    return parse_message(document)
+
+
+def parse_message(document: Any) -> JobMessage:
+    if not isinstance(document, dict):
+        raise MalformedMessage("the body must be a JSON object.")
+    job_id = document.get("job_id")
+    known_id = job_id if isinstance(job_id, str) and JOB_ID_RE.fullmatch(job_id) else None
+    caller = document.get("caller")
+    key_id = caller.get("key_id") if isinstance(caller, dict) else None
+    known_key = key_id if isinstance(key_id, str) and KEY_ID_RE.fullmatch(key_id) else None
+
+    def bad(message: str, param: str | None) -> MalformedMessage:
+        return MalformedMessage(message, job_id=known_id, key_id=known_key, param=param)
+
+    version = document.get("version")
+    if version != VERSION or isinstance(version, bool):
+        raise bad(f"unsupported version {version!r}; this worker reads version {VERSION}.", "version")
+    if known_id is None:
+        raise bad(
+            "'job_id' is required: 1-128 characters of letters, digits, '_', '.', ':' and '-'.", "job_id"
+        )
+    unknown = sorted(set(document) - MESSAGE_FIELDS)
+    if unknown:
+        raise bad(f"unknown field '{unknown[0]}'.", unknown[0])
+    operation = document.get("operation")
+    if operation not in OPERATIONS:
+        raise bad(f"'operation' must be one of {', '.join(OPERATIONS)}.", "operation")
+    request = document.get("request")
+    if not isinstance(request, dict):
+        raise bad("'request' must be an object with the request's parameters.", "request")
+    if known_key is None:
+        raise bad("'caller.key_id' is required.", "caller.key_id")
+    images, mask = _inputs(document.get("inputs"), bad)
+    reply = document.get("reply")
+    queue_url = None
+    if reply is not None:
+        if not isinstance(reply, dict) or not isinstance(reply.get("queue_url", ""), str):
+            raise bad("'reply' must be an object with an optional 'queue_url' string.", "reply")
+        queue_url = reply.get("queue_url") or None
+    return JobMessage(
+        job_id=known_id,
+        operation=operation,
+        request=request,
+        key_id=known_key,
+        images=images,
+        mask=mask,
+        reply_queue_url=queue_url,
+    )
+
+
+def _inputs(value: Any, bad: Any) -> tuple[tuple[InputRef, ...], InputRef | None]:
+    if value is None:
+        return (), None
+    if not isinstance(value, dict) or not set(value) <= {"images", "mask"}:
+        raise bad("'inputs' must be an object with 'images' (a list) and 'mask'.", "inputs")
+    raw_images = value.get("images") or []
+    if not isinstance(raw_images, list):
+        raise bad("'inputs.images' must be a list.", "inputs.images")
+    default_field = "image" if len(raw_images) == 1 else None
+    images = tuple(
+        _ref(item, f"inputs.images[{i}]", default_field or f"image[{i}]", bad)
+        for i, item in enumerate(raw_images)
+    )
+    mask = _ref(value["mask"], "inputs.mask", "mask", bad) if value.get("mask") is not None else None
+    return images, mask
+
+
+def _ref(item: Any, where: str, default_field: str, bad: Any) -> InputRef:
+    if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:
+        raise bad(f"'{where}' must be an object with an S3 'key'.", where)
+    for name in ("bucket", "filename", "field"):
+        if item.get(name) is not None and not isinstance(item[name], str):
+            raise bad(f"'{where}.{name}' must be a string.", f"{where}.{name}")
+    unknown = sorted(set(item) - {"bucket", "key", "filename", "field"})
+    if unknown:
+        raise bad(f"unknown field '{where}.{unknown[0]}'.", f"{where}.{unknown[0]}")
+    key = item["key"]
+    return InputRef(
+        key=key,
+        filename=item.get("filename") or key.rsplit("/", 1)[-1],
+        field=item.get("field") or default_field,
+        bucket=item.get("bucket") or None,
+    )

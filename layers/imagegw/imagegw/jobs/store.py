@@ -1,0 +1,216 @@
+"""DynamoDB adapters for jobs: the job record (JobsTable) and the caller lookup by key id (KeysTable).
+
+A job record (HASH `job_id`, TTL attribute `expires_at`):
+
+    job_id, key_id (the owner), operation, model, source (http | sqs), request_id,
+    status: queued -> running -> succeeded | failed  (running -> queued again when a retry is due),
+    created, updated, started, finished (epoch seconds), attempts (SQS receive count of the last attempt),
+    response_format (what the request asked for), result | error, last_error (of the latest attempt)
+
+`result` is `{"created", "images": [{"key", "bytes", "format", "revised_prompt"?}], "usage"?, "meta"}`;
+`error` and `last_error` are the OpenAI error object the HTTP API would answer plus its `status`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from ..domain import Caller
+from ..errors import InvalidApiKey
+from ..keys import KeyNotFound, KeyStore, caller_from_item
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+ACTIVE = (QUEUED, RUNNING)
+
+
+class JobConflict(Exception):
+    """The job id is taken by another caller's job, or the job is already finished."""
+
+
+class JobStore:
+    def __init__(self, table: Any, ttl_seconds: int, clock: Callable[[], float] = time.time) -> None:
+        self._table = table
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    def create(
+        self,
+        *,
+        job_id: str,
+        key_id: str,
+        operation: str,
+        model: str,
+        source: str,
+        request_id: str = "",
+        response_format: str | None = None,
+    ) -> dict[str, Any]:
+        """A new queued job; JobConflict when the id exists (whoever owns it)."""
+        now = self.now()
+        item: dict[str, Any] = {
+            "job_id": job_id,
+            "key_id": key_id,
+            "operation": operation,
+            "model": model,
+            "source": source,
+            "request_id": request_id,
+            "status": QUEUED,
+            "created": now,
+            "updated": now,
+            "attempts": 0,
+            "expires_at": now + self._ttl,
+        }
+        if response_format:
+            item["response_format"] = response_format
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(job_id)")
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            raise JobConflict(job_id) from None
+        return item
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return from_dynamo(item) if item else None
+
+    def start(
+        self, job_id: str, key_id: str, *, attempt: int, model: str, response_format: str | None
+    ) -> None:
+        """running; the owner must match and the job must not be finished (else JobConflict)."""
+        now = self.now()
+        names = {"#s": "status", "#e": "error"}
+        values: dict[str, Any] = {
+            ":running": RUNNING,
+            ":now": now,
+            ":attempt": attempt,
+            ":key": key_id,
+            ":model": model,
+            ":succeeded": SUCCEEDED,
+        }
+        sets = "#s = :running, updated = :now, started = if_not_exists(started, :now), attempts = :attempt"
+        sets += ", model = :model"
+        if response_format:
+            sets += ", response_format = :rf"
+            values[":rf"] = response_format
+        self._update(
+            job_id,
+            "SET " + sets + " REMOVE #e, finished",
+            "key_id = :key AND #s <> :succeeded",
+            names,
+            values,
+        )
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> None:
+        now = self.now()
+        self._update(
+            job_id,
+            "SET #s = :s, updated = :now, finished = :now, #r = :r REMOVE #e",
+            "attribute_exists(job_id)",
+            {"#s": "status", "#r": "result", "#e": "error"},
+            {":s": SUCCEEDED, ":now": now, ":r": to_dynamo(result)},
+        )
+
+    def fail(self, job_id: str, error: dict[str, Any]) -> None:
+        now = self.now()
+        self._update(
+            job_id,
+            "SET #s = :s, updated = :now, finished = :now, #e = :e, last_error = :e",
+            "attribute_exists(job_id) AND #s <> :succeeded",
+            {"#s": "status", "#e": "error"},
+            {":s": FAILED, ":now": now, ":e": to_dynamo(error), ":succeeded": SUCCEEDED},
+        )
+
+    def retry_later(self, job_id: str, error: dict[str, Any]) -> None:
+        """The attempt failed and SQS will deliver the message again: back to queued, the error kept."""
+        now = self.now()
+        self._update(
+            job_id,
+            "SET #s = :s, updated = :now, last_error = :e",
+            "attribute_exists(job_id) AND #s IN (:s, :running)",
+            {"#s": "status"},
+            {":s": QUEUED, ":now": now, ":e": to_dynamo(error), ":running": RUNNING},
+        )
+
+    def record_malformed(self, job_id: str, key_id: str | None, error: dict[str, Any]) -> bool:
+        """A failed record for a message that could not be read; never overwrites another's or a done job."""
+        now = self.now()
+        values: dict[str, Any] = {
+            ":failed": FAILED,
+            ":now": now,
+            ":e": to_dynamo(error),
+            ":exp": now + self._ttl,
+            ":zero": 0,
+            ":sqs": "sqs",
+        }
+        condition = "attribute_not_exists(job_id)"
+        sets = (
+            "#s = :failed, updated = :now, finished = :now, created = if_not_exists(created, :now), "
+            "#e = :e, last_error = :e, expires_at = if_not_exists(expires_at, :exp), "
+            "attempts = if_not_exists(attempts, :zero), #src = if_not_exists(#src, :sqs)"
+        )
+        if key_id:
+            values.update({":key": key_id, ":queued": QUEUED, ":running": RUNNING})
+            condition += " OR (key_id = :key AND #s IN (:queued, :running))"
+            sets += ", key_id = :key"
+        try:
+            self._update(
+                job_id, "SET " + sets, condition, {"#s": "status", "#e": "error", "#src": "source"}, values
+            )
+        except JobConflict:
+            return False
+        return True
+
+    def _update(
+        self, job_id: str, expression: str, condition: str, names: dict[str, str], values: dict[str, Any]
+    ) -> None:
+        try:
+            self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            raise JobConflict(job_id) from None
+
+
+class CallerLookup:
+    """The caller of a queued job from its key id (KeysTable GSI `by_key_id`), checked to be usable now."""
+
+    def __init__(self, keys: KeyStore, clock: Callable[[], float] = time.time) -> None:
+        self._keys = keys
+        self._clock = clock
+
+    def caller(self, key_id: str) -> Caller:
+        try:
+            item = self._keys.get(key_id)
+        except KeyNotFound:
+            raise InvalidApiKey(f"The API key '{key_id}' of this job does not exist.") from None
+        if item.get("status") != "active":
+            raise InvalidApiKey(f"The API key {item.get('display')} has been revoked.")
+        expires = item.get("expires")
+        if expires is not None and int(expires) <= self._clock():
+            raise InvalidApiKey(f"The API key {item.get('display')} has expired.")
+        return caller_from_item(item)
+
+
+def to_dynamo(value: Any) -> Any:
+    """JSON-able data as DynamoDB takes it (floats as Decimal)."""
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+def from_dynamo(value: Any) -> Any:
+    """A DynamoDB item as plain JSON-able data (Decimal to int or float)."""
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_dynamo(v) for v in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
