@@ -141,7 +141,7 @@ def test_the_worker_consumes_the_jobs_queue_with_partial_batch_responses():
     assert spec["Queue"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
     assert spec["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert spec["BatchSize"] == ref("JobsBatchSize")
-    assert PARAMETERS["JobsBatchSize"]["Default"] == 5
+    assert PARAMETERS["JobsBatchSize"]["Default"] == 1  # jobs in a batch run one after another
     assert props["Timeout"] == ref("WorkerTimeout")
 
 

@@ -26,8 +26,8 @@ class Settings:
     # Where the routes come from: "" for the shipped default file, "ssm:/name" for an SSM parameter,
     # or a file path.
     routes_source: str = ""
-    # Secrets Manager secret (ARN or name) holding upstream credentials as JSON; "" reads credentials
-    # from IMAGEGW_UPSTREAM_* environment variables (local stack only).
+    # Secrets Manager secret (ARN or name) holding upstream credentials as JSON
+    # ({"<credential name>": {"api_key": "..."}}); "" sends no credentials upstream.
     upstream_secret_id: str = ""
     url_ttl_seconds: int = 3600
     # Work on a synchronous request stops this long before API Gateway's integration timeout.
