@@ -370,12 +370,30 @@ def to_proxy_event(
     }
 
 
-class ApiGateway:
-    """Routes HTTP requests to handler pools the way API Gateway's Lambda proxy integration does."""
+# API Gateway's own answers (no function involved): response type -> (default status, its message).
+GATEWAY_DEFAULTS = {
+    "MISSING_AUTHENTICATION_TOKEN": (403, "Missing Authentication Token"),
+    "REQUEST_TOO_LARGE": (413, "Request Too Long"),
+    "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
+    "DEFAULT_5XX": (502, "Internal server error"),
+}
 
-    def __init__(self, routes: list[ApiRoute], binary_types: list[str]) -> None:
+
+class ApiGateway:
+    """Routes HTTP requests to handler pools the way API Gateway's Lambda proxy integration does.
+
+    API Gateway's own errors are rendered from the template's GatewayResponses, as a deployment answers them.
+    """
+
+    def __init__(
+        self,
+        routes: list[ApiRoute],
+        binary_types: list[str],
+        gateway_responses: dict[str, Any] | None = None,
+    ) -> None:
         self.routes = routes
         self.binary_types = binary_types
+        self.gateway_responses = gateway_responses or {}
 
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
@@ -383,16 +401,13 @@ class ApiGateway:
         path = urlsplit(raw_path).path
         route = next((r for r in self.routes if r.match(method, path) is not None), None)
         if route is None:
-            return _gateway_error(
-                403 if not any(r.pattern.fullmatch(path) for r in self.routes) else 405,
-                "Missing Authentication Token",
-            )
+            return self.gateway_error("MISSING_AUTHENTICATION_TOKEN")
         if len(body) > API_GATEWAY_PAYLOAD_LIMIT:
-            return _gateway_error(413, "Request Too Long")
+            return self.gateway_error("REQUEST_TOO_LARGE")
         event = to_proxy_event(method, raw_path, headers, body, self.binary_types, route)
         if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
-            # Lambda refuses the invocation; API Gateway answers this for a proxy integration.
-            return _gateway_error(413, "Request Entity Too Large")
+            # Lambda refuses an invocation over its 6 MB payload limit before the function runs.
+            return self.gateway_error("REQUEST_TOO_LARGE")
         outcome: dict[str, Any] = {}
 
         def run() -> None:
@@ -405,12 +420,10 @@ class ApiGateway:
         worker.start()
         worker.join(route.timeout_ms / 1000)
         if worker.is_alive():
-            return _gateway_error(504, "Endpoint request timed out")
-        if "error" in outcome or not isinstance(outcome.get("result"), dict):
-            return _gateway_error(502, "Internal server error")
-        result = outcome["result"]
-        if len(json.dumps(result)) > LAMBDA_PAYLOAD_LIMIT:
-            return _gateway_error(502, "Internal server error")
+            return self.gateway_error("INTEGRATION_TIMEOUT")
+        result = outcome.get("result")
+        if not isinstance(result, dict) or len(json.dumps(result)) > LAMBDA_PAYLOAD_LIMIT:
+            return self.gateway_error("DEFAULT_5XX")
         raw_body = result.get("body") or ""
         payload = base64.b64decode(raw_body) if result.get("isBase64Encoded") else raw_body.encode("utf-8")
         out_headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
@@ -418,13 +431,26 @@ class ApiGateway:
             out_headers[str(key)] = ", ".join(str(v) for v in values)
         return int(result.get("statusCode", 502)), out_headers, payload
 
+    def gateway_error(self, response_type: str) -> tuple[int, dict[str, str], bytes]:
+        status, message = GATEWAY_DEFAULTS[response_type]
+        custom = self.gateway_responses.get(response_type) or self.gateway_responses.get(
+            "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
+        )
+        body = json.dumps({"message": message})
+        if custom:
+            status = int(custom.get("StatusCode", status))
+            rendered = (custom.get("ResponseTemplates") or {}).get("application/json")
+            if rendered:
+                body = str(rendered).replace("$context.error.messageString", json.dumps(message))
+        headers = {"Content-Type": "application/json", "x-amzn-ErrorType": response_type}
+        return status, headers, body.encode()
 
-def _gateway_error(status: int, message: str) -> tuple[int, dict[str, str], bytes]:
-    return (
-        status,
-        {"Content-Type": "application/json", "x-amzn-ErrorType": "GatewayError"},
-        json.dumps({"message": message}).encode(),
-    )
+
+def gateway_responses(template: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for props in resources(template, "AWS::Serverless::Api").values():
+        found.update(props.get("GatewayResponses") or {})
+    return found
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
@@ -699,7 +725,7 @@ class LocalStack:
 
         self._seed_key()
         routes, binary_types = api_routes(template, self.root)
-        gateway = ApiGateway(routes, binary_types)
+        gateway = ApiGateway(routes, binary_types, gateway_responses(template))
         self.pools = {r.function.name: r.function for r in routes}
         for pool in self.pools.values():
             pool.warm()  # import once up front, as a provisioned container would

@@ -1,0 +1,176 @@
+"""The local stack's API Gateway: proxy events as API Gateway builds them, and its own error answers."""
+
+import base64
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from imagegw.devstack import (
+    API_GATEWAY_PAYLOAD_LIMIT,
+    ApiGateway,
+    ApiRoute,
+    api_routes,
+    gateway_responses,
+    is_binary,
+    to_proxy_event,
+)
+from imagegw.template import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = load_template(ROOT / "template.yaml")
+
+
+class FakePool:
+    name = "Fake"
+
+    def __init__(self, answer=None, delay=0.0, error=None):
+        self.answer = answer or {
+            "statusCode": 200,
+            "multiValueHeaders": {"x-request-id": ["req_1"]},
+            "body": "{}",
+        }
+        self.delay = delay
+        self.error = error
+        self.events = []
+
+    def invoke(self, event):
+        self.events.append(event)
+        time.sleep(self.delay)
+        if self.error:
+            raise self.error
+        return self.answer
+
+
+def route(path, pool, method="POST", timeout_ms=2000):
+    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path))
+    return ApiRoute(method, path, re.compile(regex), pool, timeout_ms)
+
+
+def gateway(pool, **kw):
+    _, binary = api_routes(TEMPLATE, ROOT)
+    return ApiGateway([route("/v1/images/edits", pool, **kw)], binary, gateway_responses(TEMPLATE))
+
+
+def test_routes_and_binary_media_types_come_from_the_template():
+    routes, binary = api_routes(TEMPLATE, ROOT)
+    assert {(r.method, r.path) for r in routes} >= {
+        ("POST", "/v1/images/generations"),
+        ("POST", "/v1/images/edits"),
+        ("POST", "/v1/images/variations"),
+        ("GET", "/v1/images/jobs/{job_id}"),
+    }
+    assert "multipart/form-data" in binary
+    assert all(r.timeout_ms == 29000 for r in routes)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "binary"),
+    [
+        ("multipart/form-data; boundary=abc", True),
+        ("image/png", True),
+        ("application/json", False),
+        ("application/json; charset=utf-8", False),
+        ("", False),
+    ],
+)
+def test_binary_media_type_matching(content_type, binary):
+    _, types = api_routes(TEMPLATE, ROOT)
+    assert is_binary(content_type, types) is binary
+
+
+def test_multipart_bodies_arrive_base64_encoded_like_api_gateway_sends_them():
+    pool = FakePool()
+    body = b"--b\r\nContent-Disposition: form-data; name=image\r\n\r\n\x89PNG\xff\x00\r\n--b--\r\n"
+    status, headers, _ = gateway(pool).handle(
+        "POST", "/v1/images/edits?x=1", {"Content-Type": "multipart/form-data; boundary=b"}, body
+    )
+    assert status == 200 and headers["x-request-id"] == "req_1"
+    [event] = pool.events
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == body
+    assert event["queryStringParameters"] == {"x": "1"}
+    assert event["requestContext"]["requestId"]
+    assert event["resource"] == "/v1/images/edits"
+
+
+def test_json_bodies_arrive_as_text():
+    pool = FakePool()
+    gateway(pool).handle("POST", "/v1/images/edits", {"Content-Type": "application/json"}, b'{"a": 1}')
+    assert pool.events[0]["isBase64Encoded"] is False
+    assert pool.events[0]["body"] == '{"a": 1}'
+
+
+def test_path_parameters():
+    pool = FakePool()
+    gw = ApiGateway([route("/v1/images/jobs/{job_id}", pool, method="GET")], [], {})
+    gw.handle("GET", "/v1/images/jobs/job_42", {}, b"")
+    assert pool.events[0]["pathParameters"] == {"job_id": "job_42"}
+
+
+def error_of(answer):
+    status, _headers, body = answer
+    return status, json.loads(body)["error"]
+
+
+def test_unknown_route_is_the_templates_openai_shaped_404():
+    status, error = error_of(gateway(FakePool()).handle("POST", "/v1/images/nope", {}, b""))
+    assert status == 404 and error["code"] == "unknown_url"
+
+
+def test_body_over_api_gateways_limit_is_413():
+    body = b"x" * (API_GATEWAY_PAYLOAD_LIMIT + 1)
+    status, error = error_of(gateway(FakePool()).handle("POST", "/v1/images/edits", {}, body))
+    assert status == 413 and error["code"] == "request_too_large"
+
+
+def test_event_over_lambdas_limit_is_413_before_the_function_runs():
+    pool = FakePool()
+    body = b"x" * (7 * 1024 * 1024)
+    status, _ = error_of(
+        gateway(pool).handle("POST", "/v1/images/edits", {"Content-Type": "image/png"}, body)
+    )
+    assert status == 413 and pool.events == []
+
+
+def test_integration_timeout_is_504_naming_the_async_path():
+    status, error = error_of(
+        gateway(FakePool(delay=0.5), timeout_ms=100).handle("POST", "/v1/images/edits", {}, b"")
+    )
+    assert status == 504 and error["code"] == "timeout"
+    assert "Prefer: respond-async" in error["message"]
+
+
+def test_function_crash_is_502():
+    status, error = error_of(
+        gateway(FakePool(error=RuntimeError("boom"))).handle("POST", "/v1/images/edits", {}, b"")
+    )
+    assert status == 502 and error["type"] == "server_error"
+    assert "boom" not in error["message"]
+
+
+def test_proxy_event_shape_for_sam_local_invoke():
+    pool = FakePool()
+    event = to_proxy_event(
+        "POST",
+        "/v1/images/edits",
+        {"Content-Type": "application/json"},
+        b"{}",
+        [],
+        route("/v1/images/edits", pool),
+    )
+    assert {
+        "resource",
+        "path",
+        "httpMethod",
+        "headers",
+        "multiValueHeaders",
+        "requestContext",
+        "body",
+        "isBase64Encoded",
+        "queryStringParameters",
+        "pathParameters",
+        "stageVariables",
+    } <= set(event)
