@@ -163,6 +163,39 @@ def test_gpt_image_ignores_response_format_and_honours_transparency(client):
     assert result.background == "transparent"
 
 
+def test_gif_output_is_animated_with_the_frames_asked_for(client):
+    result = client.images.generate(
+        model="gpt-image-2.5",
+        prompt="a bouncing ball",
+        output_format="gif",
+        size="256x256",
+        frame_count=3,
+        frame_duration_ms=120,
+    )
+    img = _decode(result.data[0].b64_json)
+    assert (img.format, img.size, img.n_frames) == ("GIF", (256, 256), 3)
+    assert img.info["duration"] == 120
+    assert result.output_format == "gif"
+
+
+def test_svg_output_is_an_svg_document_of_the_size_asked_for(client):
+    result = client.images.generate(
+        model="gpt-image-2.5", prompt="a logo", output_format="svg", size="1024x640"
+    )
+    doc = base64.b64decode(result.data[0].b64_json)
+    assert doc.startswith(b"<svg ") and doc.endswith(b"</svg>")
+    assert b'width="1024" height="640"' in doc
+    assert result.output_format == "svg"
+
+
+@pytest.mark.parametrize(
+    "extra", [{"output_format": "svg", "n": 2}, {"output_format": "gif", "stream": True}]
+)
+def test_svg_and_gif_limits(client, extra):
+    with pytest.raises(openai.BadRequestError):
+        client.images.generate(model="gpt-image-2.5", prompt="x", **extra)
+
+
 def test_determinism(client):
     def gen(prompt: str, n: int = 1) -> list[str]:
         return [d.b64_json for d in client.images.generate(model="gpt-image-1", prompt=prompt, n=n).data]

@@ -276,6 +276,27 @@ def test_multipart_edit_with_several_images_and_a_mask(upstream):
     assert b'name="n"\r\n\r\n2\r\n' in body and b'name="model"\r\n\r\ngpt-image-1.5\r\n' in body
 
 
+def test_multipart_edit_sends_objects_as_bracketed_fields_and_the_markup_file(upstream):
+    # OpenAI's multipart takes objects as `svg[reasoning][effort]` fields, never a JSON string.
+    upstream.replies["/v1/images/edits"] = [ok({"b64_json": base64.b64encode(png()).decode()})]
+    markup = ImageFile("markup", png(), filename="arrows.png", format="png")
+    openai(upstream).call(
+        operation="edits",
+        model="gpt-image-2.5",
+        params={"prompt": "p", "output_format": "svg", "svg": {"model": "m", "reasoning": {"effort": "low"}}},
+        images=[ImageFile("image", png(), filename="a.png", format="png")],
+        mask=None,
+        stream=False,
+        timeout=5,
+        markup=markup,
+    )
+    body = upstream.seen[0].body
+    assert b'name="svg[model]"\r\n\r\nm\r\n' in body
+    assert b'name="svg[reasoning][effort]"\r\n\r\nlow\r\n' in body
+    assert b'name="svg"' not in body
+    assert b'name="markup"; filename="arrows.png"\r\nContent-Type: image/png' in body
+
+
 def test_a_single_image_is_sent_as_image(upstream):
     upstream.replies["/v1/images/variations"] = [ok({"b64_json": base64.b64encode(png()).decode()})]
     provider = openai(upstream)

@@ -169,6 +169,16 @@ def test_params_the_target_does_not_take_are_dropped(catalog):
     assert "input_fidelity" not in plan.call.params and plan.call.params["quality"] == "high"
 
 
+def test_markup_goes_to_an_upstream_model_that_takes_it(shipped, catalog):
+    markup = image_file("markup")
+    request = ImageRequest("edits", "gpt-image-2.5", {"prompt": "p"}, images=[image_file()], markup=markup)
+    assert prepare(request, route_for(shipped, "gpt-image-2.5", "edits"), catalog).call.markup is markup
+    unknown = prepare(request, Route(provider="azure", model="my-deployment"), catalog)
+    assert unknown.call.markup is markup  # an upstream-only name: sent as it is, like its parameters
+    older = prepare(request, Route(provider="p", model="gpt-image-2"), catalog)
+    assert older.call.markup is None  # like a parameter the target does not take
+
+
 def test_unknown_upstream_model_gets_params_as_they_are(catalog):
     route = Route(provider="azure", model="my-deployment-name")
     params = {"prompt": "p", "n": 1, "quality": "high", "response_format": "url"}

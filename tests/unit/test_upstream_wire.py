@@ -175,6 +175,41 @@ def test_stream_collects_partials_in_order_completed_images_and_summed_usage():
         "input_tokens_details": {"text_tokens": 8},
     }
     assert result.meta == {"size": "1024x1024", "quality": "low"}
+    assert [image.usage for image in result.images] == [usage, usage]  # each image keeps its own
+
+
+def test_stream_ties_each_images_partials_to_it():
+    red, green, blue = (png(colour=c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255)))
+    body = sse(
+        {"type": "image_generation.partial_image", "b64_json": b64(red), "partial_image_index": 0},
+        {"type": "image_generation.completed", "b64_json": b64(png())},
+        {"type": "image_generation.partial_image", "b64_json": b64(blue), "partial_image_index": 1},
+        {"type": "image_generation.partial_image", "b64_json": b64(green), "partial_image_index": 0},
+        {"type": "image_generation.completed", "b64_json": b64(png())},
+    )
+    first, second = parse_sse_images(body).images
+    assert first.partials == [red]
+    assert second.partials == [green, blue]
+
+
+def test_stream_images_without_usage_have_none():
+    result = parse_sse_images(sse({"type": "image_generation.completed", "b64_json": b64(png())}))
+    assert result.images[0].usage is None and result.usage is None
+
+
+SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect/></svg>\n'
+
+
+@pytest.mark.parametrize("data", [SVG, SVG.split(b"\n", 1)[1], b"\xef\xbb\xbf" + SVG])
+def test_svg_documents_decode(data):
+    # gpt-image-2.5+ `output_format: svg` answers an SVG document as the b64_json image
+    assert decode_image_b64(b64(data)) == data
+
+
+@pytest.mark.parametrize("data", [SVG[:60], b"<html><svg></svg></html>", b"<?xml version='1.0'?><rss/>"])
+def test_cut_or_non_svg_markup_is_malformed(data):
+    with pytest.raises(UpstreamMalformed):
+        decode_image_b64(b64(data))
 
 
 def test_edit_stream_events_and_crlf_line_endings():

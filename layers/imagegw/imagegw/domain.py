@@ -89,6 +89,8 @@ class ImageRequest:
 class GeneratedImage:
     data: bytes
     revised_prompt: str | None = None
+    usage: dict[str, Any] | None = None  # this image's own usage, when a stream reported it per image
+    partials: list[bytes] = field(default_factory=list)  # its partial images, when streamed before it
 
 
 @dataclass

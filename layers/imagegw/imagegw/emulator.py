@@ -28,6 +28,9 @@ Usage tokens (GPT image models): text_tokens = ceil(len(prompt) / 4); image_toke
 for gpt-image-1; input_tokens = text + image; total = input + output. Quality auto/standard answers
 "medium", hd answers "high".
 
+Output formats: png, jpeg, webp; for GPT image models without streaming also gif (animated: `frame_count`
+frames, default 4, `frame_duration_ms` each, default 250) and svg (a drawn SVG document, n=1).
+
 Streaming (`stream: true`, GPT image models): for each of the n images, `partial_images` partial events
 (downscaled, blocky versions of the final image) then one completed event carrying that image's usage.
 """
@@ -71,12 +74,20 @@ DEFAULT_CLI_PORT = 8089
 INPUT_IMAGE_TOKENS = 65
 OUTPUT_TOKENS_PER_1024_SQUARE = {"low": 272, "medium": 1056, "high": 4160, "xhigh": 8320, "max": 16640}
 _QUALITY_ALIASES = {"auto": "medium", "standard": "medium", "hd": "high"}
-_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_CONTENT_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "svg": "image/svg+xml",
+}
+DEFAULT_FRAME_COUNT = 4
+DEFAULT_FRAME_DURATION_MS = 250
 _SIZE_RE = re.compile(r"(\d{1,5})x(\d{1,5})")
 _DIRECTIVE_RE = re.compile(r"\s*\[\[emulator:([^\]]*)\]\]\s*", re.IGNORECASE)
 _OPENAI_ROUTE = re.compile(r"/v1/images/(generations|edits|variations)")
 _AZURE_ROUTE = re.compile(r"/openai/deployments/([^/]+)/images/(generations|edits)")
-_FILE_ROUTE = re.compile(r"/files/([A-Za-z0-9_-]+)\.(png|jpeg|webp)")
+_FILE_ROUTE = re.compile(r"/files/([A-Za-z0-9_-]+)\.(png|jpeg|webp|gif|svg)")
 _IMAGE_FIELD = re.compile(r"image(\[\d*\])?")
 _DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),(.*)", re.DOTALL)
 _DISPOSITION_PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
@@ -510,9 +521,47 @@ def _blocky(img: Image.Image, step: int, of: int) -> Image.Image:
     return small.resize((width, height), Image.Resampling.NEAREST)
 
 
+def encode_gif(img: Image.Image, frame_count: int, frame_duration_ms: int) -> bytes:
+    """An animated GIF of `frame_count` frames: the picture sliding sideways, one step per frame."""
+    from PIL import ImageChops
+
+    width = img.size[0]
+    frames = [ImageChops.offset(img, width * k // frame_count, 0) for k in range(frame_count)]
+    buf = io.BytesIO()
+    frames[0].save(
+        buf, "GIF", save_all=True, append_images=frames[1:], duration=frame_duration_ms, loop=0, disposal=2
+    )
+    return buf.getvalue()
+
+
+def draw_svg(prompt: str, model: str, index: int, width: int, height: int, transparent: bool) -> bytes:
+    """A deterministic SVG document for (prompt, model, index): a background and some shapes."""
+    rng = _rng("svg", prompt, model, index)
+    side = max(1, min(width, height))
+
+    def hex_colour() -> str:
+        red, green, blue = _colour(rng)
+        return f"#{red:02x}{green:02x}{blue:02x}"
+
+    shapes = [] if transparent else [f'<rect width="100%" height="100%" fill="{hex_colour()}"/>']
+    for _ in range(rng.randint(4, 8)):
+        fill = hex_colour()
+        x, y, r = rng.randrange(width), rng.randrange(height), rng.randint(side // 20 + 1, side // 4 + 1)
+        if rng.random() < 0.5:
+            shapes.append(f'<circle cx="{x}" cy="{y}" r="{r}" fill="{fill}"/>')
+        else:
+            shapes.append(f'<rect x="{x}" y="{y}" width="{r * 2}" height="{r}" fill="{fill}"/>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{"".join(shapes)}</svg>'
+    ).encode()
+
+
 def encode_image(img: Image.Image, output_format: str, compression: int | None) -> bytes:
     buf = io.BytesIO()
     quality = 100 if compression is None else max(1, compression)
+    if output_format == "gif":
+        return encode_gif(img, DEFAULT_FRAME_COUNT, DEFAULT_FRAME_DURATION_MS)
     if output_format == "jpeg":
         img.convert("RGB").save(buf, "JPEG", quality=quality)
     elif output_format == "webp":
@@ -688,6 +737,8 @@ class _Job:
     inputs: list[Image.Image]
     mask: Image.Image | None
     seed: str
+    frame_count: int = DEFAULT_FRAME_COUNT
+    frame_duration_ms: int = DEFAULT_FRAME_DURATION_MS
 
     @property
     def gpt(self) -> bool:
@@ -716,6 +767,14 @@ class _Job:
                 self.transparent,
             )
         return vary_image(self.inputs[0], self.seed, index, self.width, self.height)
+
+    def encode(self, index: int) -> bytes:
+        """Image `index` in the job's output format (gif: animated; svg: a drawn SVG document)."""
+        if self.output_format == "svg":
+            return draw_svg(self.prompt, self.model, index, self.width, self.height, self.transparent)
+        if self.output_format == "gif":
+            return encode_gif(self.render(index), self.frame_count, self.frame_duration_ms)
+        return encode_image(self.render(index), self.output_format, self.compression)
 
     def usage(self, n: int) -> dict[str, Any]:
         return _usage(self.prompt, len(self.inputs), self.width, self.height, self.quality, n)
@@ -752,8 +811,12 @@ def _build_job(kind: str, model: str, prompt: str, body: _Body) -> _Job:
     output_format = params.get("output_format")
     if isinstance(output_format, str) and output_format.lower() == "jpg":
         output_format = "jpeg"
-    output_format = _choice_param({"output_format": output_format}, "output_format", ("png", "jpeg", "webp"))
+    output_format = _choice_param(
+        {"output_format": output_format}, "output_format", ("png", "jpeg", "webp", "gif", "svg")
+    )
     output_format = output_format or "png"
+    frame_count = _int_param(params, "frame_count", None, 2, 16) or DEFAULT_FRAME_COUNT
+    frame_duration_ms = _int_param(params, "frame_duration_ms", None, 1, 60_000) or DEFAULT_FRAME_DURATION_MS
     compression = _int_param(params, "output_compression", None, 0, 100)
     background = _choice_param(params, "background", ("transparent", "opaque", "auto"))
     transparent = background == "transparent"
@@ -777,6 +840,15 @@ def _build_job(kind: str, model: str, prompt: str, body: _Body) -> _Job:
         raise _ApiError(
             400, f"Streaming is not supported for the model '{model}'.", param="stream", code="invalid_value"
         )
+    if output_format in ("gif", "svg") and (stream or not gpt):
+        raise _ApiError(
+            400,
+            f"output_format '{output_format}' is only supported for GPT image models without streaming.",
+            param="output_format",
+            code="invalid_value",
+        )
+    if output_format == "svg" and n != 1:
+        raise _ApiError(400, "output_format 'svg' supports n=1 only.", param="n", code="invalid_value")
     inputs: list[Image.Image] = []
     mask = None
     seed = ""
@@ -817,6 +889,8 @@ def _build_job(kind: str, model: str, prompt: str, body: _Body) -> _Job:
         inputs=inputs,
         mask=mask,
         seed=seed,
+        frame_count=frame_count,
+        frame_duration_ms=frame_duration_ms,
     )
 
 
@@ -1155,7 +1229,7 @@ class _Handler(BaseHTTPRequestHandler):
         base = f"http://{host}" if host else self.emulator.base_url
         items: list[dict[str, Any]] = []
         for index in range(job.n):
-            data = encode_image(job.render(index), job.output_format, job.compression)
+            data = job.encode(index)
             item: dict[str, Any]
             if job.response_format == "url":
                 if truncated:

@@ -18,7 +18,28 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-MIMETYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+def sniff_output_format(data: bytes) -> str | None:
+    """The format of an image an upstream generated: the raster formats, or `svg` for an SVG document.
+
+    Only for outputs (gpt-image-2.5+ `output_format: svg`): inputs are raster images, and a text part
+    that happens to start with `<svg` must stay text (see `parsing`).
+    """
+    fmt = sniff_format(data)
+    if fmt is not None:
+        return fmt
+    head = data[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<svg") or (head.startswith((b"<?xml", b"<!DOCTYPE", b"<!--")) and b"<svg" in head):
+        return "svg"
+    return None
+
+
+MIMETYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "svg": "image/svg+xml",
+}
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from .domain import ImageRequest, UpstreamResult
 from .errors import RequestTooLarge
-from .images import sniff_format
+from .images import sniff_output_format
 from .storage import ImageStore, image_key
 
 # Lambda's synchronous response limit is 6 MB including the envelope; keep a margin for headers.
@@ -36,7 +36,7 @@ def render(
     gpt_model: bool,
 ) -> tuple[ApiResponse, list[str]]:
     """Build the client's response; returns it with the S3 keys written (to delete if a later step fails)."""
-    formats = [sniff_format(img.data) or "png" for img in result.images]
+    formats = [sniff_output_format(img.data) or "png" for img in result.images]
     if request.stream:
         return _render_stream(request, result, created, formats), []
     stored: list[str] = []
@@ -87,22 +87,32 @@ def _render_stream(
         "output_format": result.meta.get("output_format") or (formats[0] if formats else "png"),
     }
     chunks = []
-    for index, partial in enumerate(result.partial_images):
-        event = {
-            "type": f"{prefix}.partial_image",
-            "b64_json": base64.b64encode(partial).decode("ascii"),
-            "created_at": created,
-            **meta,
-            "partial_image_index": index,
-        }
-        chunks.append(sse(event["type"], event))
-    for image in result.images:
+
+    def partials(images: list[bytes]) -> None:
+        for index, partial in enumerate(images):
+            event = {
+                "type": f"{prefix}.partial_image",
+                "b64_json": base64.b64encode(partial).decode("ascii"),
+                "created_at": created,
+                **meta,
+                "partial_image_index": index,
+            }
+            chunks.append(sse(event["type"], event))
+
+    # As the upstream streamed them: each image's partials (indexed from 0) then that image completed.
+    # Partials the upstream did not tie to an image (a synthesized stream) all come first.
+    grouped = any(image.partials for image in result.images)
+    if not grouped:
+        partials(result.partial_images)
+    for image, usage in zip(result.images, _per_image_usage(result), strict=True):
+        if grouped:
+            partials(image.partials)
         event = {
             "type": f"{prefix}.completed",
             "b64_json": base64.b64encode(image.data).decode("ascii"),
             "created_at": created,
             **meta,
-            "usage": result.usage or empty_usage(),
+            "usage": usage,
         }
         chunks.append(sse(event["type"], event))
     text = "".join(chunks)
@@ -119,6 +129,20 @@ def _render_stream(
 
 def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _per_image_usage(result: UpstreamResult) -> list[dict[str, Any]]:
+    """The usage of each completed event: clients add them up, so together they make the request's total.
+
+    Each image's own figure when the upstream streamed one per image; else the whole total on the first
+    image and zero usage on the others (a total cannot be split into consistent per-image parts).
+    """
+    if result.images and all(image.usage is not None for image in result.images):
+        return [dict(image.usage or {}) for image in result.images]
+    return [
+        dict(result.usage or empty_usage()) if index == 0 else empty_usage()
+        for index in range(len(result.images))
+    ]
 
 
 def empty_usage() -> dict[str, Any]:

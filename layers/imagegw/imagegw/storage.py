@@ -8,7 +8,13 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+CONTENT_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "svg": "image/svg+xml",  # gpt-image-2.5+ output_format svg
+}
 
 
 class ImageStore(Protocol):

@@ -46,6 +46,7 @@ class Provider(Protocol):
         mask: ImageFile | None,
         stream: bool,
         timeout: float,
+        markup: ImageFile | None = None,  # passed only when the request has one
     ) -> UpstreamResult: ...
 
 
@@ -171,17 +172,35 @@ def _file_part(image: ImageFile, fallback: str) -> tuple[str, io.BytesIO, str]:
     return (image.filename or fallback, io.BytesIO(image.data), image.mimetype)
 
 
-def multipart_body(fields_in: Mapping[str, Any], images: Sequence[ImageFile], mask: ImageFile | None) -> Any:
-    """A streaming multipart body: scalars as strings, one image as `image`, several as repeated `image[]`,
-    each file with its own filename and content type, then `mask`. Built per attempt (it is consumed)."""
+def multipart_body(
+    fields_in: Mapping[str, Any],
+    images: Sequence[ImageFile],
+    mask: ImageFile | None,
+    markup: ImageFile | None = None,
+) -> Any:
+    """A streaming multipart body: scalars as strings, objects as bracketed fields (`svg[reasoning][effort]`,
+    as OpenAI's multipart takes them), one image as `image`, several as repeated `image[]`, each file with
+    its own filename and content type, then `mask` and `markup`. Built per attempt (it is consumed)."""
     from requests_toolbelt import MultipartEncoder
 
-    parts: list[tuple[str, Any]] = [(k, _form_value(v)) for k, v in fields_in.items() if v is not None]
+    parts: list[tuple[str, Any]] = []
+    for key, value in fields_in.items():
+        parts.extend(_form_fields(key, value))
     name = "image" if len(images) == 1 else "image[]"
     parts.extend((name, _file_part(image, "image.png")) for image in images)
     if mask is not None:
         parts.append(("mask", _file_part(mask, "mask.png")))
+    if markup is not None:
+        parts.append(("markup", _file_part(markup, "markup.png")))
     return MultipartEncoder(fields=parts)
+
+
+def _form_fields(name: str, value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [pair for key, member in value.items() for pair in _form_fields(f"{name}[{key}]", member)]
+    return [(name, _form_value(value))]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,11 +243,12 @@ class OpenAIProvider:
         mask: ImageFile | None,
         stream: bool,
         timeout: float,
+        markup: ImageFile | None = None,
     ) -> UpstreamResult:
         deadline = time.monotonic() + timeout
         key = self._credentials.api_key(self.config.credential)
         try:
-            return self._call(operation, model, params, images, mask, stream, deadline, key)
+            return self._call(operation, model, params, images, mask, stream, deadline, key, markup)
         except UpstreamRejected as exc:  # its message goes back to the client: no host, URL or key in it
             exc.message = scrub(exc.message, [key or "", self.config.url, urlsplit(self.config.url).netloc])
             raise
@@ -243,6 +263,7 @@ class OpenAIProvider:
         stream: bool,
         deadline: float,
         key: str | None,
+        markup: ImageFile | None = None,
     ) -> UpstreamResult:
         url, query = self.endpoint(operation, model)
         body: dict[str, Any] = {"model": model} if self.model_in_body else {}
@@ -259,7 +280,7 @@ class OpenAIProvider:
             data = json.dumps(body, separators=(",", ":")).encode("utf-8")
             headers["Content-Type"] = "application/json"
         else:
-            data = multipart_body(body, images, mask)
+            data = multipart_body(body, images, mask, markup)
             headers["Content-Type"] = data.content_type
         answer = http_request(
             self._session, "POST", url, deadline=deadline, params=query, headers=headers, data=data

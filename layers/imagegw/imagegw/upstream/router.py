@@ -121,6 +121,7 @@ class Router:
                         mask=plan.call.mask,
                         stream=plan.call.stream,
                         timeout=timeout,
+                        **({"markup": plan.call.markup} if plan.call.markup is not None else {}),
                     )
                     result = finish(raw, plan)
                 except UpstreamRejected as exc:

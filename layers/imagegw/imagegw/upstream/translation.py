@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import GATEWAY_PARAMS
-from ..domain import GeneratedImage, ImageFile, ImageRequest, Operation, UpstreamResult
+from ..domain import ImageFile, ImageRequest, Operation, UpstreamResult
 from ..errors import ModelNotFound
 from .config import Route
 from .failures import UpstreamMalformed
@@ -40,6 +40,7 @@ class UpstreamCall:
     images: list[ImageFile]
     mask: ImageFile | None
     stream: bool
+    markup: ImageFile | None = None  # edits (gpt-image-2.5+): the transparent PNG guiding the edit
 
 
 @dataclass
@@ -59,6 +60,7 @@ def prepare(request: ImageRequest, route: Route, catalog: Catalog) -> Plan:
     requested_size = request.params.get("size")
     images = list(request.images)
     mask = request.mask
+    markup = request.markup
 
     if translation is not None:
         for name, table in translation.map.items():
@@ -78,7 +80,7 @@ def prepare(request: ImageRequest, route: Route, catalog: Catalog) -> Plan:
                 # dall-e-2 semantics: without a mask, the image's own transparency marks the area to edit.
                 mask = replace(images[0], field_name="mask", filename="mask.png")
         if operation == "generations":
-            images, mask = [], None
+            images, mask, markup = [], None, None
 
     spec = _spec(catalog, route.model)
     stream = request.stream
@@ -87,6 +89,9 @@ def prepare(request: ImageRequest, route: Route, catalog: Catalog) -> Plan:
         if spec.takes(operation, "response_format") and not spec.gpt:
             params["response_format"] = "b64_json"  # dall-e style upstreams default to url; GPT never gets it
         stream = stream and spec.takes(operation, "stream")
+        inputs = spec.inputs_for(operation)
+        if inputs is None or inputs.markup is None:
+            markup = None  # like a parameter the upstream model does not take
     if stream:
         for name in STREAM_PARAMS:
             if request.params.get(name) is not None and (spec is None or spec.takes(operation, name)):
@@ -100,7 +105,7 @@ def prepare(request: ImageRequest, route: Route, catalog: Catalog) -> Plan:
     revised = None
     if translation is not None and translation.revised_prompt and isinstance(params.get("prompt"), str):
         revised = params["prompt"]
-    call = UpstreamCall(operation, route.target, params, images, mask, stream)
+    call = UpstreamCall(operation, route.target, params, images, mask, stream, markup)
     return Plan(call, resize_to, revised)
 
 
@@ -109,10 +114,10 @@ def finish(result: UpstreamResult, plan: Plan) -> UpstreamResult:
     images = result.images
     meta = dict(result.meta)
     if plan.resize_to is not None:
-        images = [GeneratedImage(fit_to(img.data, plan.resize_to), img.revised_prompt) for img in images]
+        images = [replace(img, data=fit_to(img.data, plan.resize_to)) for img in images]
         meta["size"] = f"{plan.resize_to[0]}x{plan.resize_to[1]}"
     if plan.revised_prompt is not None:
-        images = [GeneratedImage(img.data, img.revised_prompt or plan.revised_prompt) for img in images]
+        images = [replace(img, revised_prompt=img.revised_prompt or plan.revised_prompt) for img in images]
     return replace(result, images=images, meta=meta)
 
 

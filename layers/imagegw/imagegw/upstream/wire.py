@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain import GeneratedImage, UpstreamResult
-from ..images import sniff_format
+from ..images import sniff_output_format
 from .failures import RouteFault, TransientFailure, UpstreamFailure, UpstreamMalformed, UpstreamRejected
 
 META_KEYS = ("background", "output_format", "quality", "size")
@@ -48,8 +48,8 @@ def decode_image_b64(value: Any, what: str = "image") -> bytes:
 
 
 def check_image(data: bytes, what: str = "image") -> str:
-    """The sniffed format of a complete image; UpstreamMalformed when unknown or cut short."""
-    fmt = sniff_format(data)
+    """The sniffed format of a complete image or SVG document; UpstreamMalformed if unknown or cut short."""
+    fmt = sniff_output_format(data)
     if fmt is None:
         raise UpstreamMalformed(f"The upstream returned an {what} in no known image format.")
     if not _looks_complete(data, fmt):
@@ -67,6 +67,8 @@ def _looks_complete(data: bytes, fmt: str) -> bool:
         return len(data) >= int.from_bytes(data[4:8], "little") + 8
     if fmt == "gif":
         return tail.endswith(b";")
+    if fmt == "svg":
+        return tail.endswith(b"</svg>")
     return False
 
 
@@ -148,7 +150,7 @@ def iter_sse(text: str) -> Iterator[SseEvent]:
 @dataclass
 class _StreamState:
     partials: list[tuple[int, bytes]] = field(default_factory=list)
-    images: list[bytes] = field(default_factory=list)
+    images: list[GeneratedImage] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -160,6 +162,7 @@ def parse_sse_images(body: bytes) -> UpstreamResult:
     except UnicodeDecodeError:
         raise UpstreamMalformed("The upstream stream is not valid UTF-8.") from None
     state = _StreamState()
+    pending = 0  # state.partials[pending:] arrived after the last completed image: they are the next one's
     for sse in iter_sse(text):
         if sse.data.strip() == "[DONE]":
             break
@@ -177,14 +180,20 @@ def parse_sse_images(body: bytes) -> UpstreamResult:
             position = index if isinstance(index, int) else len(state.partials)
             state.partials.append((position, decode_image_b64(data.get("b64_json"), "partial image")))
         elif kind.endswith(".completed"):
-            state.images.append(decode_image_b64(data.get("b64_json")))
+            image = GeneratedImage(
+                decode_image_b64(data.get("b64_json")),
+                partials=[img for _, img in sorted(state.partials[pending:], key=lambda p: p[0])],
+            )
+            pending = len(state.partials)
             if isinstance(data.get("usage"), dict):
-                state.usage = add_usage(state.usage, data["usage"])  # each completed event: its image's usage
+                image.usage = dict(data["usage"])  # each completed event: its image's usage
+                state.usage = add_usage(state.usage, data["usage"])
+            state.images.append(image)
             state.meta.update({k: data[k] for k in META_KEYS if isinstance(data.get(k), str)})
     if not state.images:
         raise UpstreamMalformed("The upstream stream ended without a completed image.")
     return UpstreamResult(
-        images=[GeneratedImage(img) for img in state.images],
+        images=state.images,
         usage=state.usage,
         partial_images=[img for _, img in sorted(state.partials, key=lambda p: p[0])],
         meta=state.meta,
