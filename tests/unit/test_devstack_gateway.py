@@ -126,13 +126,21 @@ def test_body_over_api_gateways_limit_is_413():
     assert status == 413 and error["code"] == "request_too_large"
 
 
-def test_event_over_lambdas_limit_is_413_before_the_function_runs():
+def test_event_over_lambdas_limit_fails_before_the_function_runs_naming_the_alternative():
     pool = FakePool()
-    body = b"x" * (7 * 1024 * 1024)
-    status, _ = error_of(
-        gateway(pool).handle("POST", "/v1/images/edits", {"Content-Type": "image/png"}, body)
-    )
-    assert status == 413 and pool.events == []
+    body = b"x" * (5 * 1024 * 1024)  # 5 MB: under API Gateway's limit, over Lambda's once base64-encoded
+    answer = gateway(pool).handle("POST", "/v1/images/edits", {"Content-Type": "image/png"}, body)
+    status, error = error_of(answer)
+    assert status == 502 and pool.events == []
+    assert "JSON edit" in error["message"]
+
+
+def test_every_answer_carries_api_gateways_request_id():
+    for answer in (
+        gateway(FakePool()).handle("POST", "/v1/images/edits", {}, b""),
+        gateway(FakePool()).handle("POST", "/v1/images/nope", {}, b""),
+    ):
+        assert answer[1]["x-amzn-RequestId"]
 
 
 def test_integration_timeout_is_504_naming_the_async_path():
@@ -174,3 +182,29 @@ def test_proxy_event_shape_for_sam_local_invoke():
         "pathParameters",
         "stageVariables",
     } <= set(event)
+
+
+def test_chunked_request_bodies_reach_the_function_whole():
+    import http.client
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from imagegw.devstack import _HttpHandler
+
+    pool = FakePool()
+    handler = type("Handler", (_HttpHandler,), {"gateway": gateway(pool), "quiet": True})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        conn.request(
+            "POST",
+            "/v1/images/edits",
+            body=iter([b'{"prompt": ', b'"otter"}']),
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        assert conn.getresponse().status == 200
+    finally:
+        server.shutdown()
+    assert pool.events[0]["body"] == '{"prompt": "otter"}'

@@ -67,7 +67,6 @@ def create_app(service_factory: Callable[[], ImageService]) -> APIGatewayRestRes
         if not isinstance(exc, ApiError):
             logger.exception("unhandled error")
         mapped = to_error_response(exc)
-        metrics.add_metric(name=f"Status{mapped.status // 100}xx", unit="Count", value=1)
         return Response(
             status_code=mapped.status,
             content_type="application/json",
@@ -137,8 +136,11 @@ def serve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> d
     started = time.monotonic()
     result = app.resolve(event, context)
     status = int(result.get("statusCode", 500))
+    latency_ms = int((time.monotonic() - started) * 1000)
     headers = result.get("multiValueHeaders") or {}  # the REST resolver answers multi-value headers only
-    if status >= 400 and "x-should-retry" in headers:
+    metrics.add_metric(name=f"Status{status // 100}xx", unit="Count", value=1)
+    metrics.add_metric(name="Latency", unit="Milliseconds", value=latency_ms)
+    if status >= 500 and "x-should-retry" in headers:
         metrics.add_metric(name="UpstreamFailures", unit="Count", value=1)
     logger.info(
         "request finished",
@@ -146,7 +148,7 @@ def serve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> d
             "request_id": request_id_of(event),
             "route": event.get("path"),
             "status": status,
-            "latency_ms": int((time.monotonic() - started) * 1000),
+            "latency_ms": latency_ms,
         },
     )
     return result

@@ -323,7 +323,13 @@ def is_binary(content_type: str, binary_types: list[str]) -> bool:
 
 
 def to_proxy_event(
-    method: str, raw_path: str, headers: dict[str, str], body: bytes, binary_types: list[str], route: ApiRoute
+    method: str,
+    raw_path: str,
+    headers: dict[str, str],
+    body: bytes,
+    binary_types: list[str],
+    route: ApiRoute,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """An API Gateway REST (v1) proxy event, as API Gateway builds it."""
     parts = urlsplit(raw_path)
@@ -339,7 +345,7 @@ def to_proxy_event(
     else:
         event_body = body.decode("utf-8", errors="replace")
     path_params = route.match(method, parts.path)
-    request_id = str(uuid.uuid4())
+    request_id = request_id or str(uuid.uuid4())
     return {
         "resource": route.path,
         "path": parts.path,
@@ -375,6 +381,7 @@ GATEWAY_DEFAULTS = {
     "MISSING_AUTHENTICATION_TOKEN": (403, "Missing Authentication Token"),
     "REQUEST_TOO_LARGE": (413, "Request Too Long"),
     "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
+    "INTEGRATION_FAILURE": (504, "Internal server error"),
     "DEFAULT_5XX": (502, "Internal server error"),
 }
 
@@ -398,16 +405,25 @@ class ApiGateway:
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
+        """One request; like API Gateway, every answer carries `x-amzn-RequestId`, its own errors included."""
+        request_id = str(uuid.uuid4())
+        status, out_headers, payload = self._handle(method, raw_path, headers, body, request_id)
+        return status, {**out_headers, "x-amzn-RequestId": request_id}, payload
+
+    def _handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, request_id: str
+    ) -> tuple[int, dict[str, str], bytes]:
         path = urlsplit(raw_path).path
         route = next((r for r in self.routes if r.match(method, path) is not None), None)
         if route is None:
             return self.gateway_error("MISSING_AUTHENTICATION_TOKEN")
         if len(body) > API_GATEWAY_PAYLOAD_LIMIT:
             return self.gateway_error("REQUEST_TOO_LARGE")
-        event = to_proxy_event(method, raw_path, headers, body, self.binary_types, route)
+        event = to_proxy_event(method, raw_path, headers, body, self.binary_types, route, request_id)
         if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
-            # Lambda refuses an invocation over its 6 MB payload limit before the function runs.
-            return self.gateway_error("REQUEST_TOO_LARGE")
+            # Lambda refuses an invocation over its 6 MB payload limit before the function runs;
+            # API Gateway reports an integration failure.
+            return self.gateway_error("INTEGRATION_FAILURE")
         outcome: dict[str, Any] = {}
 
         def run() -> None:
@@ -459,10 +475,22 @@ class _HttpHandler(BaseHTTPRequestHandler):
     gateway: ApiGateway
     quiet = False
 
-    def _serve(self) -> None:
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # API Gateway accepts chunked uploads and hands the function the whole body.
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k: v for k, v in self.headers.items()}
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self) -> None:
+        body = self._read_body()
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
         status, out_headers, payload = self.gateway.handle(self.command, self.path, headers, body)
         self.send_response(status)
         for key, value in out_headers.items():

@@ -22,8 +22,8 @@ from .catalog import Catalog
 from .domain import HttpRequest, ImageFile, Operation, RawRequest
 from .errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 
-# The body as the handler receives it (already base64-decoded). AWS Lambda refuses synchronous payloads
-# over 6 MB, so larger bodies only reach the local server; both answer the same 413.
+# The body as the handler receives it (already base64-decoded). A guard: AWS Lambda refuses events over
+# 6 MB, so behind API Gateway a body this large never arrives (its INTEGRATION_FAILURE answer says why).
 MAX_BODY_BYTES = 6 * 1024 * 1024
 
 JSON = "application/json"

@@ -31,6 +31,7 @@ def build_service(settings: Settings) -> ImageService:
     session = boto_session()
     catalog = Catalog.load()
     dynamodb = session.resource("dynamodb")
+    store = S3ImageStore(session.client("s3"), settings.bucket, settings.url_ttl_seconds)
     return ImageService(
         settings=settings,
         catalog=catalog,
@@ -41,19 +42,19 @@ def build_service(settings: Settings) -> ImageService:
             secrets_client=session.client("secretsmanager"),
             ssm_client=session.client("ssm"),
         ),
-        store=S3ImageStore(session.client("s3"), settings.bucket, settings.url_ttl_seconds),
-        jobs=build_async_jobs(settings, catalog),
+        store=store,
+        jobs=build_async_jobs(settings, catalog, store),
     )
 
 
-def build_async_jobs(settings: Settings, catalog: Catalog) -> AsyncJobs:
+def build_async_jobs(settings: Settings, catalog: Catalog, store: S3ImageStore) -> AsyncJobs:
     from .jobs.frontend import AsyncJobs
     from .jobs.store import JobStore
 
     session = boto_session()
     return AsyncJobs(
         jobs=JobStore(session.resource("dynamodb").Table(settings.jobs_table), settings.jobs_ttl_seconds),
-        store=S3ImageStore(session.client("s3"), settings.bucket, settings.url_ttl_seconds),
+        store=store,
         sqs_client=session.client("sqs"),
         queue_url=settings.jobs_queue_url,
         catalog=catalog,
