@@ -1,7 +1,14 @@
 """The foundation's vertical slice: a dall-e-3 generation through the local stack returns a real image."""
 
 import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
 import requests
 from PIL import Image
 
@@ -47,3 +54,27 @@ def test_wrong_key_is_401_and_masked(stack):
     message = response.json()["error"]["message"]
     assert wrong not in message
     assert message == "Incorrect API key provided: sk-wr***xx."
+
+
+def test_ctrl_c_stops_the_local_stack_cleanly(tmp_path):
+    """`make dev` in the foreground: Ctrl-C (SIGINT) stops every part and exits 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMAGEGW_"))}
+    env["PORT"] = "0"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imagegw.cli", "dev", "--quiet", "--state-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "local.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.1)
+    api_url = json.loads((tmp_path / "local.json").read_text())["api_url"]
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, output
+    assert "stopping..." in output
+    with pytest.raises(requests.ConnectionError):
+        requests.get(api_url, timeout=2)

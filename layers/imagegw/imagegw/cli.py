@@ -74,7 +74,9 @@ def dev(argv: list[str]) -> int:
     started = time.monotonic()
     stack = LocalStack(config).start()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Installed explicitly: a shell that starts `make dev` in the background leaves SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     upstream = base_url or f"{stack.emulator.base_url} (built-in emulator, a test double)"
     print(
         f"imagegw local stack ready in {time.monotonic() - started:.1f}s\n"
@@ -90,10 +92,7 @@ def dev(argv: list[str]) -> int:
         flush=True,
     )
     try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
         print("stopping...", flush=True)
         stack.stop()
