@@ -128,17 +128,7 @@ class KeyStore:
             raise ValueError("rate_limit_per_minute must be at least 1")
         models = [m.strip() for m in allowed_models or [] if m.strip()]
         raw = new_raw_key()
-        item: dict[str, Any] = {
-            "key_hash": hash_key(raw),
-            "key_id": new_key_id(),
-            "display": display_key(raw),
-            "name": name,
-            "owner": owner,
-            "created": int(self._clock()),
-            "status": "active",
-            "used_images": 0,
-            "used_credits": Decimal(0),
-        }
+        item = self._new_item(raw, new_key_id(), name, owner)
         optional = {
             "allowed_models": models or None,
             "quota_images": quota_images,
@@ -152,17 +142,7 @@ class KeyStore:
 
     def import_key(self, raw_key: str, name: str, owner: str = "") -> dict[str, Any]:
         """Store a caller-chosen key (the local stack's fixed dev key); idempotent, keeps existing usage."""
-        item = {
-            "key_hash": hash_key(raw_key),
-            "key_id": "key_" + hash_key(raw_key)[:16],
-            "display": display_key(raw_key),
-            "name": name,
-            "owner": owner,
-            "created": int(self._clock()),
-            "status": "active",
-            "used_images": 0,
-            "used_credits": Decimal(0),
-        }
+        item = self._new_item(raw_key, "key_" + hash_key(raw_key)[:16], name, owner)
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(key_hash)")
         except ClientError as exc:
@@ -171,6 +151,20 @@ class KeyStore:
             existing = self._table.get_item(Key={"key_hash": item["key_hash"]}, ConsistentRead=True)
             return dict(existing.get("Item") or item)
         return item
+
+    def _new_item(self, raw_key: str, key_id: str, name: str, owner: str) -> dict[str, Any]:
+        """An active key with no usage yet; only the hash and the display form of the raw key are kept."""
+        return {
+            "key_hash": hash_key(raw_key),
+            "key_id": key_id,
+            "display": display_key(raw_key),
+            "name": name,
+            "owner": owner,
+            "created": int(self._clock()),
+            "status": "active",
+            "used_images": 0,
+            "used_credits": Decimal(0),
+        }
 
     def get(self, key_id: str) -> dict[str, Any]:
         """The key item for a key id (through the `by_key_id` index, then a consistent read)."""
