@@ -195,13 +195,9 @@ def _bad_data_url(name: str) -> InvalidRequest:
 
 
 def _ref_type(name: str, expected: str, value: Any) -> InvalidRequest:
-    from .validation import type_name
+    from .validation import invalid_type  # validation imports this module: imported on use
 
-    return InvalidRequest(
-        f"Invalid type for '{name}': expected {expected}, but got {type_name(value)} instead.",
-        param=name,
-        code="invalid_type",
-    )
+    return invalid_type(name, expected, value)
 
 
 def _url_filename(url: str) -> str:

@@ -153,7 +153,7 @@ def _check_param(spec: ParamSpec, value: Any, *, text: bool) -> Any:
     if spec.type == "object":
         return _check_object(spec, value, text=text)
     if not isinstance(value, str):
-        raise _invalid_type(name, "a string", value)
+        raise invalid_type(name, "a string", value)
     if spec.type == "string":
         if spec.required and value == "":
             raise InvalidRequest(
@@ -183,7 +183,7 @@ def _check_param(spec: ParamSpec, value: Any, *, text: bool) -> Any:
 
 def _check_object(spec: ParamSpec, value: Any, *, text: bool) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _invalid_type(spec.name, "an object", value)
+        raise invalid_type(spec.name, "an object", value)
     checked: dict[str, Any] = {}
     for key, member in value.items():
         sub = spec.properties.get(key)
@@ -240,14 +240,14 @@ def _check_combinations(params: Mapping[str, Any], specs: Mapping[str, ParamSpec
 
 def _as_int(name: str, value: Any, text: bool) -> int:
     if isinstance(value, bool):
-        raise _invalid_type(name, "an integer", value)
+        raise invalid_type(name, "an integer", value)
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if text and isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
         return int(value)
-    raise _invalid_type(name, "an integer", value)
+    raise invalid_type(name, "an integer", value)
 
 
 def _as_bool(name: str, value: Any, text: bool) -> bool:
@@ -255,7 +255,7 @@ def _as_bool(name: str, value: Any, text: bool) -> bool:
         return value
     if text and isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
         return _BOOL_TEXT[value.strip().lower()]
-    raise _invalid_type(name, "a boolean", value)
+    raise invalid_type(name, "a boolean", value)
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -392,7 +392,7 @@ def invalid_value(name: str, value: str, supported: Iterable[Any], suffix: str =
     )
 
 
-def _invalid_type(name: str, expected: str, value: Any) -> InvalidRequest:
+def invalid_type(name: str, expected: str, value: Any) -> InvalidRequest:
     return InvalidRequest(
         f"Invalid type for '{name}': expected {expected}, but got {type_name(value)} instead.",
         param=name,
