@@ -29,3 +29,19 @@ def _fake_aws_environment():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Fake credentials for one test, and no AWS_PROFILE or AWS_ENDPOINT_URL: the in-process local stack
+    (tests/integration/conftest.py) sets AWS_ENDPOINT_URL for the whole session, so it is removed here
+    for each test that talks to moto directly, and restored after it."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

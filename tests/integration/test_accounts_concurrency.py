@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 import requests
+from helpers.aws import create_tables
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
@@ -30,19 +31,6 @@ from imagegw.keys import KeyStore
 
 REGION = "us-east-1"
 THREADS = 50
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
 
 class SerializedMotoServer(ThreadedMotoServer):
@@ -71,7 +59,7 @@ def endpoint(aws_env):
     url = f"http://{host}:{port}"
     # moto's server shares moto's in-process state: start from, and leave, a clean slate.
     requests.post(f"{url}/moto-api/reset", timeout=10)
-    create_tables(resource(url))
+    create_tables(resource(url), {"KeysTable": "keys", "UsageTable": "usage"})
     yield url
     requests.post(f"{url}/moto-api/reset", timeout=10)
     server.stop()
@@ -87,34 +75,6 @@ def resource(endpoint: str):
     if _session is None:
         _session = boto3.session.Session(region_name=REGION)
     return _session.resource("dynamodb", endpoint_url=endpoint)
-
-
-def create_tables(dynamodb) -> None:
-    dynamodb.create_table(
-        TableName="keys",
-        KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "key_hash", "AttributeType": "S"},
-            {"AttributeName": "key_id", "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by_key_id",
-                "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.create_table(
-        TableName="usage",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
 
 
 def accounts_for(endpoint: str, clock: Callable[[], float] = time.time) -> Accounts:

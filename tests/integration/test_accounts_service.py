@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import boto3
 import pytest
+from helpers.aws import create_tables
 from moto import mock_aws
 from PIL import Image
 
@@ -27,50 +28,10 @@ REGION = "us-east-1"
 
 
 @pytest.fixture
-def aws_env(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-
-
-@pytest.fixture
 def dynamodb(aws_env):
     with mock_aws():
         resource = boto3.resource("dynamodb", region_name=REGION)
-        resource.create_table(
-            TableName="keys",
-            KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
-            AttributeDefinitions=[
-                {"AttributeName": "key_hash", "AttributeType": "S"},
-                {"AttributeName": "key_id", "AttributeType": "S"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "by_key_id",
-                    "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        resource.create_table(
-            TableName="usage",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_tables(resource, {"KeysTable": "keys", "UsageTable": "usage"})
         yield resource
 
 

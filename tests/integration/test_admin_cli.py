@@ -11,6 +11,7 @@ from decimal import Decimal
 import boto3
 import pytest
 import requests
+from helpers.aws import create_tables
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
@@ -22,47 +23,6 @@ from imagegw.keys import KeyStore, hash_key
 
 REGION = "us-east-1"
 KEYS, USAGE = "imagegw-local-KeysTable", "imagegw-local-UsageTable"
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-
-
-def create_tables(dynamodb, keys=KEYS, usage=USAGE) -> None:
-    dynamodb.create_table(
-        TableName=keys,
-        KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "key_hash", "AttributeType": "S"},
-            {"AttributeName": "key_id", "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by_key_id",
-                "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.create_table(
-        TableName=usage,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
 
 
 @pytest.fixture
@@ -80,7 +40,7 @@ def moto_endpoint(aws_env):
 @pytest.fixture
 def dynamodb(moto_endpoint):
     resource = boto3.resource("dynamodb", region_name=REGION, endpoint_url=moto_endpoint)
-    create_tables(resource)
+    create_tables(resource, {"KeysTable": KEYS, "UsageTable": USAGE})
     return resource
 
 

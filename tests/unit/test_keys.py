@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import boto3
 import pytest
+from helpers.aws import create_tables
 from moto import mock_aws
 
 from imagegw import keys as keys_module
@@ -38,39 +39,11 @@ class Clock:
 
 
 @pytest.fixture
-def aws_env(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-
-
-@pytest.fixture
 def keys_table(aws_env):
     with mock_aws():
         dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
-        table = dynamodb.create_table(
-            TableName="keys",
-            KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
-            AttributeDefinitions=[
-                {"AttributeName": "key_hash", "AttributeType": "S"},
-                {"AttributeName": "key_id", "AttributeType": "S"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "by_key_id",
-                    "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield table
+        create_tables(dynamodb, {"KeysTable": "keys"})
+        yield dynamodb.Table("keys")
 
 
 @pytest.fixture

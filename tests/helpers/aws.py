@@ -1,0 +1,34 @@
+"""DynamoDB tables for tests, created from the schemas `template.yaml` declares (not hand copies).
+
+`create_tables(dynamodb, {"KeysTable": "keys", "UsageTable": "usage"})` creates, in a boto3 DynamoDB
+resource or client, each listed table of the template under the given name, the way the local stack does
+(`imagegw.devstack.create_table`: key schema, global secondary indexes, TTL).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from imagegw.devstack import create_table
+from imagegw.template import load_template, resources
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+@cache
+def _table_properties() -> dict[str, dict[str, Any]]:
+    """{logical id: Properties} of every AWS::DynamoDB::Table in template.yaml (read once)."""
+    return resources(load_template(TEMPLATE_PATH), "AWS::DynamoDB::Table")
+
+
+def create_tables(dynamodb: Any, names: dict[str, str]) -> None:
+    """Create the template's tables listed in `names` (logical id -> table name), and only those."""
+    client = dynamodb.meta.client if hasattr(dynamodb, "Table") else dynamodb
+    declared = _table_properties()
+    unknown = sorted(set(names) - set(declared))
+    if unknown:
+        raise KeyError(f"template.yaml declares no DynamoDB table {unknown}; it has {sorted(declared)}")
+    for logical_id, table_name in names.items():
+        create_table(client, table_name, declared[logical_id])
