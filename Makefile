@@ -58,7 +58,7 @@ e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -472,6 +472,9 @@ def gateway_responses(template: dict[str, Any]) -> dict[str, Any]:
 class _HttpHandler(BaseHTTPRequestHandler):
     server_version = "imagegw-local"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the body back until
+    # the client's delayed ACK (~40 ms on every kept-alive request).
+    disable_nagle_algorithm = True
     gateway: ApiGateway
     quiet = False
 

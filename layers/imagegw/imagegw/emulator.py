@@ -937,6 +937,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the body back until
+    # the client's delayed ACK (~40 ms on every kept-alive request).
+    disable_nagle_algorithm = True
     server_version = "imagegw-emulator/1"
     sys_version = ""
     timeout = 60

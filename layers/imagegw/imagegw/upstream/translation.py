@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -121,16 +122,28 @@ def finish(result: UpstreamResult, plan: Plan) -> UpstreamResult:
     return replace(result, images=images, meta=meta)
 
 
+def cover_crop(img: Any, size: tuple[int, int]) -> Any:
+    """Scale to cover `size`, then centre-crop (ImageOps.fit), with a cheap integer reduce before LANCZOS
+    (reducing_gap): several times faster on the 4x shrink dall-e-2's small sizes need, no visible loss."""
+    from PIL import Image
+
+    scale = max(size[0] / img.width, size[1] / img.height)
+    cover = (max(size[0], math.ceil(img.width * scale)), max(size[1], math.ceil(img.height * scale)))
+    resized = img.resize(cover, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    left, top = (cover[0] - size[0]) // 2, (cover[1] - size[1]) // 2
+    return resized.crop((left, top, left + size[0], top + size[1]))
+
+
 def fit_to(data: bytes, size: tuple[int, int]) -> bytes:
     """The image scaled to cover `size` and centre-cropped to it, in its own format; as-is if it fits."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.size == size:
                 return data
             fmt = img.format or "PNG"
-            fitted = ImageOps.fit(img, size, method=Image.Resampling.LANCZOS)
+            fitted = cover_crop(img, size)
     except (UnidentifiedImageError, OSError, ValueError):
         raise UpstreamMalformed("The upstream returned an image that could not be decoded.") from None
     out = io.BytesIO()
