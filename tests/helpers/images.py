@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import struct
+import zlib
 
 from PIL import Image
 
@@ -49,3 +52,27 @@ def corrupt_png() -> bytes:
 def padded(data: bytes, size: int) -> bytes:
     """The same image grown to `size` bytes (trailing bytes after IEND: still opens, only bigger)."""
     return data + b"\x00" * max(0, size - len(data))
+
+
+def noise_png(width: int = 128, height: int = 128, mode: str = "RGB") -> bytes:
+    """Random pixels: a PNG that hardly compresses."""
+    out = io.BytesIO()
+    Image.frombytes(mode, (width, height), os.urandom(width * height * len(mode))).save(out, format="PNG")
+    return out.getvalue()
+
+
+def truncated_png() -> bytes:
+    """A real PNG cut off in its pixel data: the header still opens, the image does not decode."""
+    return noise_png(128, 128)[:2000]
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A well-formed PNG whose header claims width x height RGBA with a few bytes of pixel data: a
+    decompression bomb for whatever decodes it (20000x20000 RGBA is 1.6 GB of pixels)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")

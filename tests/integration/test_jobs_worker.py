@@ -20,6 +20,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from PIL import Image
+from requests_toolbelt import MultipartEncoder
 
 from imagegw.devstack import FunctionPool, QueueSubscription, SqsEventSource, create_resources, sqs_event
 from imagegw.emulator import Emulator
@@ -444,3 +445,39 @@ def test_async_streaming_is_refused_and_invalid_requests_fail_synchronously(aws,
     assert streaming["statusCode"] == 400 and json.loads(streaming["body"])["error"]["param"] == "stream"
     assert invalid["statusCode"] == 400 and json.loads(invalid["body"])["error"]["param"] == "n"
     assert aws.sqs.receive_message(QueueUrl=aws.queues["JobsQueue"]).get("Messages", []) == []
+
+
+def test_an_async_markup_edit_carries_its_markup_to_the_upstream(aws, worker, key, emulator):
+    """`markup` (gpt-image-2.5+) goes through the job like the images and the mask: stored in S3 by the
+    HTTP side, named in the message's `inputs.markup`, read back by the worker and sent upstream."""
+    edits = FunctionPool("EditsFunction", ROOT / "functions" / "edits", "app.lambda_handler", 30, 1024)
+    form = MultipartEncoder(
+        fields=[
+            ("model", "gpt-image-2.5"),
+            ("prompt", "follow the arrows"),
+            ("quality", "low"),
+            ("image", ("otter.png", png_bytes(), "image/png")),
+            ("markup", ("arrows.png", png_bytes(), "image/png")),
+        ]
+    )
+    event = api_event("POST", "/v1/images/edits", key.raw_key, Prefer="respond-async")
+    event["headers"]["Content-Type"] = form.content_type
+    event["body"] = base64.b64encode(form.to_string()).decode("ascii")
+    event["isBase64Encoded"] = True
+
+    queued = edits.invoke(event)
+
+    assert queued["statusCode"] == 202, queued
+    job_id = json.loads(queued["body"])["id"]
+    batch = receive_event(aws, aws.queues["JobsQueue"], 1)
+    inputs = json.loads(batch["Records"][0]["body"])["inputs"]
+    assert inputs["markup"]["field"] == "markup" and inputs["markup"]["filename"] == "arrows.png"
+    stored = aws.s3.get_object(Bucket=aws.bucket, Key=inputs["markup"]["key"])["Body"].read()
+    assert stored == png_bytes()
+
+    assert worker.invoke(batch) == {"batchItemFailures": []}
+
+    job = aws.job(job_id)
+    assert job["status"] == "succeeded", job
+    [upstream] = emulator.requests
+    assert [(f[0], f[1]) for f in upstream.files] == [("image", "otter.png"), ("markup", "arrows.png")]

@@ -208,3 +208,30 @@ def test_chunked_request_bodies_reach_the_function_whole():
     finally:
         server.shutdown()
     assert pool.events[0]["body"] == '{"prompt": "otter"}'
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "HEAD", "GET"])
+def test_a_method_the_route_does_not_serve_is_the_templates_404_not_a_501(method):
+    import http.client
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from imagegw.devstack import _HttpHandler
+
+    pool = FakePool()
+    handler = type("Handler", (_HttpHandler,), {"gateway": gateway(pool), "quiet": True})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        conn.request(method, "/v1/images/edits")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        server.shutdown()
+    assert response.status == 404 and response.getheader("x-amzn-RequestId")
+    if method == "HEAD":
+        assert body == b"" and int(response.getheader("Content-Length")) > 0
+    else:
+        assert json.loads(body)["error"]["code"] == "unknown_url"
+    assert pool.events == []

@@ -1,4 +1,6 @@
 from imagegw.errors import (
+    MAX_MESSAGE_CHARS,
+    MAX_PARAM_CHARS,
     InvalidApiKey,
     InvalidRequest,
     ModelNotFound,
@@ -62,3 +64,13 @@ def test_unknown_exceptions_become_a_bare_500_without_details():
     assert mapped.status == 500
     assert "upstream.internal" not in mapped.body["error"]["message"]
     assert mapped.body["error"]["type"] == "server_error"
+
+
+def test_what_the_client_sent_is_echoed_at_a_bounded_length():
+    name = "a" * 3_000_000  # an unknown key of 3 MB: echoed twice, the answer was over Lambda's 6 MB
+    mapped = to_error_response(InvalidRequest(f"Unknown parameter: '{name}'.", param=name))
+    error = mapped.body["error"]
+    assert len(error["message"]) == MAX_MESSAGE_CHARS + 3 and error["message"].endswith("aaa...")
+    assert error["param"] == "a" * MAX_PARAM_CHARS + "..."
+    short = InvalidRequest("Unknown parameter: 'seed'.", param="seed")
+    assert (short.message, short.param) == ("Unknown parameter: 'seed'.", "seed")

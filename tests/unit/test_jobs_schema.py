@@ -81,6 +81,31 @@ def test_input_fields_default_to_what_the_multipart_parser_names_them():
     assert [ref.field for ref in two.images] == ["image[0]", "image[1]"]
 
 
+def test_a_markup_input_round_trips_and_is_left_out_when_absent():
+    message = JobMessage(
+        job_id="job_markup",
+        operation="edits",
+        request={"model": "gpt-image-2.5", "prompt": "hat"},
+        key_id="key_1",
+        images=(InputRef("inputs/a.png", "a.png", "image"),),
+        markup=InputRef("inputs/k.png", "k.png", "markup"),
+    )
+    document = json.loads(message.dumps())
+    assert document["inputs"] == {
+        "images": [{"key": "inputs/a.png", "filename": "a.png", "field": "image"}],
+        "mask": None,
+        "markup": {"key": "inputs/k.png", "filename": "k.png", "field": "markup"},
+    }
+    assert parse_body(message.dumps()) == message
+    # a message without markup is exactly what it was before markup existed
+    plain = JobMessage("job_plain", "edits", {"prompt": "hat"}, "key_1", images=message.images)
+    assert "markup" not in json.loads(plain.dumps())["inputs"]
+    only = parse_message(
+        valid(operation="edits", inputs={"images": [{"key": "a"}], "markup": {"key": "k/m"}})
+    )
+    assert only.markup == InputRef("k/m", "m", "markup") and only.mask is None
+
+
 @pytest.mark.parametrize(
     ("body", "param", "job_id"),
     [
@@ -104,6 +129,8 @@ def test_input_fields_default_to_what_the_multipart_parser_names_them():
             "job_1",
         ),
         (json.dumps(valid(reply={"queue_url": 5})), "reply", "job_1"),
+        (json.dumps(valid(inputs={"images": [], "markup": "k.png"})), "inputs.markup", "job_1"),
+        (json.dumps(valid(inputs={"images": [], "overlay": {"key": "k"}})), "inputs", "job_1"),
     ],
 )
 def test_malformed_messages_are_named_and_keep_the_job_id_when_known(body, param, job_id):
@@ -377,6 +404,26 @@ def test_a_multipart_edit_is_queued_with_its_images_in_s3():
     assert record["response_format"] == "b64_json"  # the GPT models' default
 
 
+def test_a_markup_edit_is_queued_with_its_markup_in_s3():
+    frontend, _, store, queue = async_jobs()
+    image = ImageFile(field_name="image", data=PNG, filename="otter.png", format="png")
+    markup = ImageFile(field_name="markup", data=PNG + b"k", filename="arrows.png", format="png")
+    raw = RawRequest(
+        "edits", {"model": "gpt-image-2.5", "prompt": "hat"}, [image], multipart=True, markup=markup
+    )
+    request = ImageRequest("edits", "gpt-image-2.5", {"prompt": "hat"}, [image], markup=markup)
+
+    response = frontend.submit(CALLER, raw, request, http())
+
+    job_id = json.loads(response.body)["id"]
+    stem = f"inputs/2027/01/15/{job_id}"
+    inputs = json.loads(queue.sent[0]["MessageBody"])["inputs"]
+    assert inputs["mask"] is None
+    assert inputs["markup"] == {"key": f"{stem}/markup.png", "filename": "arrows.png", "field": "markup"}
+    assert store.objects[f"{stem}/markup.png"] == PNG + b"k"
+    assert set(store.objects) == {f"{stem}/0.png", f"{stem}/markup.png"}
+
+
 def test_async_streaming_is_refused():
     frontend, _, _, queue = async_jobs()
     raw = RawRequest("generations", {"prompt": "otter", "stream": True})
@@ -395,6 +442,19 @@ def test_a_job_that_cannot_be_queued_is_a_503_and_recorded_failed():
     [record] = jobs.records.values()
     assert record["status"] == "failed" and record["error"]["status"] == 503
     assert record["response_format"] == "url"
+
+
+def test_the_inputs_of_a_job_that_cannot_be_queued_are_deleted():
+    frontend, jobs, store, _ = async_jobs(FakeSqs(fail=True))
+    image = ImageFile(field_name="image", data=PNG, filename="otter.png", format="png")
+    mask = ImageFile(field_name="mask", data=PNG, filename="mask.png", format="png")
+    raw = RawRequest("edits", {"model": "gpt-image-1.5", "prompt": "hat"}, [image], mask, multipart=True)
+    request = ImageRequest("edits", "gpt-image-1.5", {"prompt": "hat"}, [image], mask)
+    with pytest.raises(ServiceUnavailable):
+        frontend.submit(CALLER, raw, request, http())
+    assert store.objects == {}  # nothing a worker would ever read is left behind
+    [record] = jobs.records.values()
+    assert record["status"] == "failed"
 
 
 def test_another_keys_job_is_not_found():

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 
 import pytest
 from helpers.builders import file, json_request, multipart_request
-from helpers.images import corrupt_png, gif, jpeg, padded, palette_png_with_transparency, png, webp
+from helpers.images import (
+    corrupt_png,
+    gif,
+    jpeg,
+    padded,
+    palette_png_with_transparency,
+    png,
+    png_header_only,
+    truncated_png,
+    webp,
+)
 
 from imagegw.catalog import Catalog
 from imagegw.domain import HttpRequest, ImageRequest
@@ -136,6 +146,14 @@ BAD: list[Bad] = [
         "Invalid type for 'prompt': expected a string, but got an integer instead."),
     Bad("prompt-empty", lambda: gen(prompt=""), 400, "empty_string", "prompt"),
     Bad("prompt-null", lambda: gen(prompt=None), 400, "missing_required_parameter", "prompt"),
+    # an unpaired surrogate escape is valid JSON but not Unicode: no upstream can take it
+    Bad("prompt-lone-surrogate", lambda: json_request("generations",
+        b'{"model": "dall-e-3", "prompt": "ot\\ud800"}'), 400, "invalid_value", "prompt",
+        "not valid Unicode"),
+    Bad("user-lone-surrogate", lambda: gen(model="gpt-image-1", prompt="otter", user="\udfff"), 400,
+        "invalid_value", "user"),
+    Bad("svg-model-lone-surrogate", lambda: gen(model="gpt-image-2.5", prompt="otter", output_format="svg",
+        svg={"model": "\ud83e"}), 400, "invalid_value", "svg.model"),
     Bad("prompt-long-dall-e-2", lambda: gen(prompt="x" * 1192), 400, None, "prompt",
         "Prompt must be length 1000 or less. Your prompt length is 1192. Please reduce your prompt length."),
     Bad("prompt-long-dall-e-3", lambda: gen(model="dall-e-3", prompt="x" * 4001), 400, None, "prompt",
@@ -317,6 +335,19 @@ BAD: list[Bad] = [
         + [("image[]", OTTER)] * 17), 400, "array_above_max_length", "image", "maximum length 16"),
     Bad("corrupt-png", lambda: edit([("model", "gpt-image-1"), ("prompt", "x"), ("image[]", OTTER),
         ("image[]", file(corrupt_png()))]), 400, "invalid_image", "image[1]", "could not be read"),
+    # a truncated PNG opens (its header is whole) but must not reach the upstream
+    Bad("truncated-png", lambda: edit({"model": "gpt-image-1", "prompt": "x",
+        "image": file(truncated_png())}), 400, "invalid_image", "image", "could not be read"),
+    Bad("truncated-mask", lambda: edit({"image": file(png(128, 128)), "prompt": "x",
+        "mask": file(truncated_png())}), 400, "invalid_image", "mask"),
+    # decompression bombs: over twice Pillow's limit (it raises), and between once and twice (it only warns)
+    Bad("png-bomb-20000", lambda: edit({"model": "gpt-image-1", "prompt": "x",
+        "image": file(png_header_only(20_000, 20_000))}), 400, "image_too_large", "image",
+        "at most 89,478,485 pixels"),
+    Bad("png-bomb-10000", lambda: edit({"model": "gpt-image-1", "prompt": "x",
+        "image": file(png_header_only(10_000, 10_000))}), 400, "image_too_large", "image"),
+    Bad("variation-bomb", lambda: var({"image": file(png_header_only(20_000, 20_000))}), 400,
+        "image_too_large", "image"),
     Bad("indexed-bad-image", lambda: edit([("model", "gpt-image-1"), ("prompt", "x"), ("image[3]", OTTER),
         ("image[7]", file(b"GIF? no", "x.bin", "application/octet-stream"))]), 400,
         "unsupported_file_mimetype",

@@ -501,9 +501,12 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":  # a HEAD answer has the headers of the GET answer, and no body
+            self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+    # Every method API Gateway takes reaches the routing, so that a method a resource does not serve gets
+    # the same 404 answer a deployed API gives (not http.server's own 501 HTML page).
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:

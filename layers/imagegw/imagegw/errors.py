@@ -8,6 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# An error names what the client sent (a parameter's name, a job id): never at any length. An unknown key
+# of 3 MB echoed in both `message` and `param` made a response over Lambda's 6 MB limit (a 502).
+MAX_MESSAGE_CHARS = 2000
+MAX_PARAM_CHARS = 200
+
 
 class ApiError(Exception):
     status = 500
@@ -22,9 +27,10 @@ class ApiError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        message = _bounded(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = _bounded(param, MAX_PARAM_CHARS) if param is not None else None
         self.code = code if code is not None else self.default_code
         self.headers = dict(headers or {})
 
@@ -116,6 +122,10 @@ class ServiceUnavailable(ApiError):
     status = 503
     type = "server_error"
     default_code = "service_unavailable"
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass

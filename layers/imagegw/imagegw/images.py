@@ -47,6 +47,15 @@ class ImageUnreadable(ValueError):
     """The bytes carry an image signature, but Pillow cannot read the image's header."""
 
 
+class ImageTooLarge(ImageUnreadable):
+    """The header declares more pixels than MAX_PIXELS: a decompression bomb for whatever decodes it."""
+
+
+# Pillow's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS, about 89.5 million pixels; Pillow only
+# warns between it and twice it). An input over it is refused, so no such image is ever sent upstream.
+MAX_PIXELS = 89_478_485
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     format: str  # png, jpeg, webp, gif (from the magic number)
@@ -57,7 +66,11 @@ class ImageInfo:
 
 
 def probe(data: bytes) -> ImageInfo:
-    """Format, dimensions and mode from the image header only: `Image.open` is lazy and decodes no pixels."""
+    """Format, dimensions and mode from the image header: `Image.open` is lazy and decodes no pixels.
+
+    A PNG's chunk structure and checksums are verified too (`verify` reads the chunks to IEND without
+    decompressing them), so a truncated or corrupted PNG is refused here rather than by the upstream.
+    """
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageUnreadable("not an image")
@@ -68,10 +81,16 @@ def probe(data: bytes) -> ImageInfo:
             width, height = img.size
             mode = img.mode
             transparency = "transparency" in img.info
-    except Exception as exc:  # Pillow raises many types for bad headers (and DecompressionBombError)
+            if fmt == "png" and width * height <= MAX_PIXELS:
+                img.verify()
+    except Image.DecompressionBombError as exc:  # over twice MAX_PIXELS (below that Pillow only warns)
+        raise ImageTooLarge(str(exc)) from exc
+    except Exception as exc:  # Pillow raises many types for bad headers and truncated data
         raise ImageUnreadable(str(exc)) from exc
     if width <= 0 or height <= 0:
         raise ImageUnreadable("empty image")
+    if width * height > MAX_PIXELS:
+        raise ImageTooLarge(f"{width}x{height} pixels")
     return ImageInfo(fmt, width, height, mode, mode in ALPHA_MODES or transparency)
 
 

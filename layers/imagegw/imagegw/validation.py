@@ -25,7 +25,7 @@ from typing import Any
 from .catalog import Catalog, ImageLimits, Inputs, MaskLimits, ModelSpec, ParamSpec, SizeRule
 from .domain import ImageFile, ImageRequest, RawRequest
 from .errors import ApiError, InvalidRequest, ModelNotFound, UnsupportedMediaType
-from .images import ImageUnreadable, mimetype_of, probe, sniff_format
+from .images import MAX_PIXELS, ImageTooLarge, ImageUnreadable, mimetype_of, probe, sniff_format
 
 _INT_TEXT = re.compile(r"[+-]?\d{1,18}")
 _SIZE = re.compile(r"([1-9]\d{0,4})x([1-9]\d{0,4})")
@@ -167,6 +167,15 @@ def _check_param(spec: ParamSpec, value: Any, *, text: bool) -> Any:
             raise InvalidRequest(
                 template.format(name=name, max=spec.max_length, length=len(value)), param=name, code=code
             )
+        if not _is_unicode(value):
+            # JSON can carry an unpaired surrogate escape ("\ud800"): no upstream can take it (the request
+            # would fail upstream, be retried and cool the route down for the client's own mistake).
+            raise InvalidRequest(
+                f"Invalid '{name}': the string is not valid Unicode (it contains an unpaired surrogate "
+                "escape such as '\\ud800').",
+                param=name,
+                code="invalid_value",
+            )
         return value
     if value in spec.values:
         return value
@@ -236,6 +245,14 @@ def _check_combinations(params: Mapping[str, Any], specs: Mapping[str, ParamSpec
                     param=name,
                     code="invalid_value",
                 )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _as_int(name: str, value: Any, text: bool) -> int:
@@ -336,6 +353,13 @@ def check_file(image: ImageFile, formats: Iterable[str], max_bytes: int) -> None
         )
     try:
         info = probe(image.data)
+    except ImageTooLarge:
+        raise InvalidRequest(
+            f"Invalid file '{name}': the image is too large; images of at most {MAX_PIXELS:,} pixels "
+            "are accepted.",
+            param=name,
+            code="image_too_large",
+        ) from None
     except ImageUnreadable:
         raise InvalidRequest(
             f"Invalid file '{name}': the {fmt.upper()} image could not be read; it may be corrupt or "

@@ -1,8 +1,9 @@
 """The HTTP side of jobs: `Prefer: respond-async` submissions (202) and `GET /v1/images/jobs/{id}`.
 
 A submission is authenticated, parsed and validated exactly like a synchronous request; then, instead
-of calling the upstream, the input images go to S3 (`inputs/<yyyy>/<mm>/<dd>/<job_id>/...`), the job
-record is written (queued) and the job message is sent to the jobs queue.
+of calling the upstream, the input files (images, mask, markup) go to S3
+(`inputs/<yyyy>/<mm>/<dd>/<job_id>/...`), the job record is written (queued) and the job message is sent
+to the jobs queue.
 
 Results are always stored in S3 (the worker asks for `response_format=url` whatever the request said);
 the job record lists the keys, and every GET signs fresh 60-minute URLs. When the request asked for
@@ -85,35 +86,47 @@ class AsyncJobs:
                 param="stream",
                 code="invalid_value",
             )
-        if any(img.source_url and not img.data for img in [*raw.images, raw.mask] if img is not None):
+        files = [*raw.images, raw.mask, raw.markup]
+        if any(img.source_url and not img.data for img in files if img is not None):
             resolve_image_urls(raw, catalog=self._catalog)  # JSON edits: fetched now, stored as inputs
         job_id = new_job_id()
         stem = time.strftime(f"inputs/%Y/%m/%d/{job_id}", time.gmtime(self._clock()))
         images = [(self._input_ref(f"{stem}/{i}", image), image) for i, image in enumerate(raw.images)]
-        mask = (self._input_ref(f"{stem}/mask", raw.mask), raw.mask) if raw.mask is not None else None
-        uploads = [*images, *([mask] if mask else [])]
+        overlays = {
+            name: (self._input_ref(f"{stem}/{name}", file), file)
+            for name, file in (("mask", raw.mask), ("markup", raw.markup))
+            if file is not None
+        }
+        uploads = [*images, *overlays.values()]
         message = JobMessage(
             job_id=job_id,
             operation=request.operation,
             request=request_fields(raw),
             key_id=caller.key_id,
             images=tuple(ref for ref, _ in images),
-            mask=mask[0] if mask else None,
+            mask=overlays["mask"][0] if "mask" in overlays else None,
+            markup=overlays["markup"][0] if "markup" in overlays else None,
         )
         body = message.dumps()
         if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
             raise RequestTooLarge("The job's parameters are over the 1 MiB limit of a queued job.")
-        for ref, image in uploads:
-            self._store.put_image(ref.key, image.data, image.format or sniff_format(image.data) or "bin")
-        record = self._jobs.create(
-            job_id=job_id,
-            key_id=caller.key_id,
-            operation=request.operation,
-            model=request.model,
-            source="http",
-            request_id=http.request_id,
-            response_format=asked_response_format(request, self._catalog),
-        )
+        stored: list[str] = []
+        try:
+            for ref, image in uploads:
+                self._store.put_image(ref.key, image.data, image.format or sniff_format(image.data) or "bin")
+                stored.append(ref.key)
+            record = self._jobs.create(
+                job_id=job_id,
+                key_id=caller.key_id,
+                operation=request.operation,
+                model=request.model,
+                source="http",
+                request_id=http.request_id,
+                response_format=asked_response_format(request, self._catalog),
+            )
+        except BaseException:
+            self._discard(stored, job_id)
+            raise
         try:
             self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=body)
         except Exception as exc:
@@ -123,6 +136,7 @@ class AsyncJobs:
                 self._jobs.fail(job_id, error_of(unavailable))
             except Exception:
                 logger.exception("could not mark the unqueued job failed", extra={"job_id": job_id})
+            self._discard(stored, job_id)
             raise unavailable from exc
         logger.info(
             "job queued", extra={"job_id": job_id, "model": request.model, "operation": request.operation}
@@ -149,6 +163,13 @@ class AsyncJobs:
         if record is None or record.get("key_id") != caller.key_id:
             raise NotFound(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
         return ApiResponse(200, json.dumps(job_view(record, self._store), separators=(",", ":")))
+
+    def _discard(self, keys: list[str], job_id: str) -> None:
+        """Inputs of a job that was never queued: no worker will read them (best effort)."""
+        try:
+            self._store.delete(keys)
+        except Exception:
+            logger.exception("could not delete the inputs of an unqueued job", extra={"job_id": job_id})
 
     @staticmethod
     def _input_ref(stem: str, image: ImageFile) -> InputRef:

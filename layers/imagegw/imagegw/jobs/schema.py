@@ -6,14 +6,16 @@
  "operation": "generations" | "edits" | "variations",
  "request": {"model": "...", "prompt": "...", "n": 1, "size": "1024x1024", ...},
  "inputs": {"images": [{"bucket": "...", "key": "...", "filename": "...", "field": "image[0]"}],
-            "mask": {"key": "...", "filename": "mask.png"}},
+            "mask": {"key": "...", "filename": "mask.png"},
+            "markup": {"key": "...", "filename": "markup.png"}},
  "caller": {"key_id": "key_..."},
  "reply": {"queue_url": "https://sqs..."}}
 ```
 
 `request` holds the parameters exactly as the HTTP API takes them (the JSON body's fields; multipart
 scalars may be strings); `inputs` reference input images in S3 (never inline bytes: a message is at most
-1 MiB). `inputs`, `reply` and `bucket` are optional.
+1 MiB): the images, and the edit's `mask` or `markup` (gpt-image-2.5+: a transparent PNG guiding the
+edit). `inputs`, its `mask` and `markup`, `reply` and `bucket` are optional.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class MalformedMessage(InvalidRequest):
 class InputRef:
     key: str
     filename: str
-    field: str  # the multipart part name the HTTP API would have received: image, image[], image[0], mask
+    field: str  # the part name the HTTP API would have received: image, image[], image[0], mask, markup
     bucket: str | None = None  # None: the gateway's own bucket
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class JobMessage:
     mask: InputRef | None = None
     reply_queue_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    markup: InputRef | None = None  # edits (gpt-image-2.5+): the transparent PNG guiding the edit
 
     def to_json(self) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -78,11 +81,13 @@ class JobMessage:
             "request": self.request,
             "caller": {"key_id": self.key_id},
         }
-        if self.images or self.mask:
+        if self.images or self.mask or self.markup:
             message["inputs"] = {
                 "images": [ref.to_json() for ref in self.images],
                 "mask": self.mask.to_json() if self.mask else None,
             }
+            if self.markup:  # only when there is one: a message without one is unchanged
+                message["inputs"]["markup"] = self.markup.to_json()
         if self.reply_queue_url:
             message["reply"] = {"queue_url": self.reply_queue_url}
         return message
@@ -130,7 +135,7 @@ def parse_message(document: Any) -> JobMessage:
         raise bad("'request' must be an object with the request's parameters.", "request")
     if known_key is None:
         raise bad("'caller.key_id' is required.", "caller.key_id")
-    images, mask = _inputs(document.get("inputs"), bad)
+    images, mask, markup = _inputs(document.get("inputs"), bad)
     reply = document.get("reply")
     queue_url = None
     if reply is not None:
@@ -145,14 +150,15 @@ def parse_message(document: Any) -> JobMessage:
         images=images,
         mask=mask,
         reply_queue_url=queue_url,
+        markup=markup,
     )
 
 
-def _inputs(value: Any, bad: Any) -> tuple[tuple[InputRef, ...], InputRef | None]:
+def _inputs(value: Any, bad: Any) -> tuple[tuple[InputRef, ...], InputRef | None, InputRef | None]:
     if value is None:
-        return (), None
-    if not isinstance(value, dict) or not set(value) <= {"images", "mask"}:
-        raise bad("'inputs' must be an object with 'images' (a list) and 'mask'.", "inputs")
+        return (), None, None
+    if not isinstance(value, dict) or not set(value) <= {"images", "mask", "markup"}:
+        raise bad("'inputs' must be an object with 'images' (a list), 'mask' and 'markup'.", "inputs")
     raw_images = value.get("images") or []
     if not isinstance(raw_images, list):
         raise bad("'inputs.images' must be a list.", "inputs.images")
@@ -161,8 +167,11 @@ def _inputs(value: Any, bad: Any) -> tuple[tuple[InputRef, ...], InputRef | None
         _ref(item, f"inputs.images[{i}]", default_field or f"image[{i}]", bad)
         for i, item in enumerate(raw_images)
     )
-    mask = _ref(value["mask"], "inputs.mask", "mask", bad) if value.get("mask") is not None else None
-    return images, mask
+    mask, markup = (
+        _ref(value[name], f"inputs.{name}", name, bad) if value.get(name) is not None else None
+        for name in ("mask", "markup")
+    )
+    return images, mask, markup
 
 
 def _ref(item: Any, where: str, default_field: str, bad: Any) -> InputRef:

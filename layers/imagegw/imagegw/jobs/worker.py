@@ -224,11 +224,11 @@ class JobWorker:
 
         Without inputs the request is the JSON body the HTTP API would get (`parse_request`, image URLs
         fetched, `validate`). With inputs it is what the parser would have made of the same request: a
-        multipart form (files named `image`, `image[N]`, `mask`; text scalars accepted) or, when the files
-        are named `images[N]`, a JSON edit whose image URLs were already resolved.
+        multipart form (files named `image`, `image[N]`, `mask`, `markup`; text scalars accepted) or, when
+        the files are named `images[N]`, a JSON edit whose image URLs were already resolved.
         """
         catalog = self.service.catalog
-        if message.images or message.mask:
+        if message.images or message.mask or message.markup:
             multipart = not any(ref.field.startswith("images[") for ref in message.images)
             raw = RawRequest(
                 operation=message.operation,
@@ -236,6 +236,7 @@ class JobWorker:
                 images=[self._input(ref) for ref in message.images],
                 mask=self._input(message.mask) if message.mask else None,
                 multipart=multipart,
+                markup=self._input(message.markup) if message.markup else None,
             )
         else:
             body = json.dumps(message.request).encode("utf-8")
