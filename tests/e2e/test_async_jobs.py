@@ -114,3 +114,24 @@ def test_a_job_that_fails_upstream_validation_is_failed_with_the_http_error(api)
     )
     assert submitted.status_code == 400  # validated before it is queued, exactly like a synchronous request
     assert submitted.json()["error"]["param"] == "stream"
+
+
+def test_an_async_job_for_a_model_the_key_may_not_use_is_refused_at_once(stack):
+    dynamodb = boto3.resource(
+        "dynamodb",
+        endpoint_url=stack["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    limited = KeyStore(dynamodb.Table(stack["tables"]["keys"])).create(
+        "dall-e only", allowed_models=["dall-e-*"]
+    )
+    response = requests.post(
+        stack["api_url"] + "/images/generations",
+        json={"model": "gpt-image-1.5", "prompt": "A cute little sea otter"},
+        headers={**ASYNC, "Authorization": f"Bearer {limited.raw_key}"},
+        timeout=10,
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "model_not_allowed"

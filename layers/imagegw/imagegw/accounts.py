@@ -99,12 +99,14 @@ class Accounts:
     def authenticate(self, authorization: str | None) -> Caller:
         return self._keys.authenticate(authorization)
 
-    def admit(self, caller: Caller, request: ImageRequest, request_id: str) -> Admission:
-        if not model_allowed(caller, request.model):
+    def check_model(self, caller: Caller, model: str, request_id: str) -> None:
+        """403 when the key may not use the model: at admission, and before an async job is queued."""
+        if not model_allowed(caller, model):
             _refused(caller, request_id, "model_not_allowed")
-            raise ModelNotAllowed(
-                f"This API key is not allowed to use the model '{request.model}'.", param="model"
-            )
+            raise ModelNotAllowed(f"This API key is not allowed to use the model '{model}'.", param="model")
+
+    def admit(self, caller: Caller, request: ImageRequest, request_id: str) -> Admission:
+        self.check_model(caller, request.model, request_id)
         images = request.n
         credits = self._prices.estimate_cents(request.model, request.params, images)
         try:

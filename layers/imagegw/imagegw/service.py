@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .accounts import Accounts, Outcome
 from .catalog import Catalog
@@ -47,6 +47,9 @@ class ImageService:
         request = validate(raw, self.catalog)
         logger.append_keys(model=request.model, operation=operation, key=caller.display)
         if prefers_async(http.headers):
+            # Refuse a model the key may not use now, not minutes later in the worker; quota and rate
+            # limits are taken when the job runs.
+            self.accounts.check_model(caller, request.model, http.request_id)
             return self._submit_job(caller, raw, request, http)
         deadline = time.monotonic() + min(
             self.settings.sync_deadline_seconds, remaining_ms() / 1000 - LAMBDA_SAFETY_MARGIN_S
@@ -105,8 +108,3 @@ class ImageService:
 
 def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
-
-
-def describe(request: ImageRequest) -> dict[str, Any]:
-    """Loggable facts about a request: never the prompt or image bytes."""
-    return {"model": request.model, "operation": request.operation, "n": request.n}
