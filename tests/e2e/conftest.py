@@ -10,6 +10,9 @@ from pathlib import Path
 import openai
 import pytest
 import requests
+from helpers.aws import stack_aws
+
+from imagegw.keys import KeyStore
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90
@@ -64,6 +67,12 @@ def api(stack):
 
     post.session = session
     return post
+
+
+@pytest.fixture(scope="session")
+def stack_keys(stack):
+    """The stack's keys table, to create more keys the way `imagegw keys create` does."""
+    return KeyStore(stack_aws(stack, "dynamodb", resource=True).Table(stack["tables"]["keys"]))
 
 
 @pytest.fixture

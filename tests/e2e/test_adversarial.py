@@ -17,10 +17,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from helpers.answers import check_error, check_images_response
+from helpers.aws import stack_aws
 from helpers.images import corrupt_png, gif, noise_png, png, png_header_only, truncated_png
 from requests.structures import CaseInsensitiveDict
 
@@ -395,24 +395,13 @@ def send(api_url: str, case: Case, api_key: str) -> Answer:
 # ----------------------------------------------------------------------------------- what a request leaves
 
 
-def aws(stack: dict[str, Any], service: str, *, resource: bool = False) -> Any:
-    factory = boto3.resource if resource else boto3.client
-    return factory(
-        service,
-        endpoint_url=stack["endpoint_url"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 class Ledger:
     """Everything a request could leave behind: a key's quota counters and objects in the bucket."""
 
     def __init__(self, stack: dict[str, Any]) -> None:
-        self.s3 = aws(stack, "s3")
+        self.s3 = stack_aws(stack, "s3")
         self.bucket = stack["bucket"]
-        self.keys_table = aws(stack, "dynamodb", resource=True).Table(stack["tables"]["keys"])
+        self.keys_table = stack_aws(stack, "dynamodb", resource=True).Table(stack["tables"]["keys"])
 
     def objects(self, prefix: str = "") -> set[str]:
         found: set[str] = set()

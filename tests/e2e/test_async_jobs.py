@@ -7,12 +7,9 @@ from __future__ import annotations
 import io
 import time
 
-import boto3
 import pytest
 import requests
 from PIL import Image
-
-from imagegw.keys import KeyStore
 
 ASYNC = {"Prefer": "respond-async"}
 POLL_TIMEOUT_S = 20
@@ -30,16 +27,9 @@ def wait_for(session: requests.Session, url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def other_key(stack) -> str:
-    """A second API key, created in the stack's KeysTable the way `imagegw keys create` does."""
-    dynamodb = boto3.resource(
-        "dynamodb",
-        endpoint_url=stack["endpoint_url"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    return KeyStore(dynamodb.Table(stack["tables"]["keys"])).create("another caller").raw_key
+def other_key(stack_keys) -> str:
+    """A second API key."""
+    return stack_keys.create("another caller").raw_key
 
 
 def test_an_async_generation_completes_and_only_its_key_can_read_it(api, stack, other_key):
@@ -116,17 +106,8 @@ def test_a_job_that_fails_upstream_validation_is_failed_with_the_http_error(api)
     assert submitted.json()["error"]["param"] == "stream"
 
 
-def test_an_async_job_for_a_model_the_key_may_not_use_is_refused_at_once(stack):
-    dynamodb = boto3.resource(
-        "dynamodb",
-        endpoint_url=stack["endpoint_url"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    limited = KeyStore(dynamodb.Table(stack["tables"]["keys"])).create(
-        "dall-e only", allowed_models=["dall-e-*"]
-    )
+def test_an_async_job_for_a_model_the_key_may_not_use_is_refused_at_once(stack, stack_keys):
+    limited = stack_keys.create("dall-e only", allowed_models=["dall-e-*"])
     response = requests.post(
         stack["api_url"] + "/images/generations",
         json={"model": "gpt-image-1.5", "prompt": "A cute little sea otter"},

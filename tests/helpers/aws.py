@@ -11,6 +11,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import boto3
+
 from imagegw.devstack import create_table
 from imagegw.template import load_template, resources
 
@@ -32,3 +34,15 @@ def create_tables(dynamodb: Any, names: dict[str, str]) -> None:
         raise KeyError(f"template.yaml declares no DynamoDB table {unknown}; it has {sorted(declared)}")
     for logical_id, table_name in names.items():
         create_table(client, table_name, declared[logical_id])
+
+
+def stack_aws(stack: dict[str, Any], service: str, *, resource: bool = False) -> Any:
+    """A boto3 client (or resource) for the e2e local stack's moto server, with moto's fake credentials."""
+    factory = boto3.resource if resource else boto3.client
+    return factory(
+        service,
+        endpoint_url=stack["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
