@@ -1,6 +1,6 @@
 """Validate response bodies against OpenAI's own OpenAPI description of the images endpoints.
 
-The spec (../shared/spec/openai-images-openapi.json, OpenAPI 3.1) is turned into plain JSON Schema with a
+The spec (tests/data/openai-images-openapi.json, OpenAPI 3.1) is turned into plain JSON Schema with a
 tiny resolver: `$ref`s to components are inlined, OpenAPI's `nullable: true` becomes a null alternative,
 and `x-*` / `discriminator` annotations are left for jsonschema to ignore.
 
@@ -23,7 +23,9 @@ from typing import Any
 
 import jsonschema
 
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "spec" / "openai-images-openapi.json"
+# A copy of OpenAI's images OpenAPI subset (version 2.3.0, 2026-08-21), kept in the repository so the
+# tests need nothing outside the checkout.
+SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "openai-images-openapi.json"
 _COMPONENT = "#/components/schemas/"
 
 # The contract's error body: {"error": {"message", "type", "param", "code"}} (the images spec has none).
