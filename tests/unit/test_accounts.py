@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from decimal import Decimal
 
 import boto3
@@ -10,12 +11,14 @@ import pytest
 from helpers.aws import create_tables
 from moto import mock_aws
 
+from imagegw import accounts as accounts_module
 from imagegw.accounts import Accounts, Admission, Outcome
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import InvalidApiKey, ModelNotAllowed, QuotaExceeded, RateLimited, to_error_response
 from imagegw.keys import KeyStore, hash_key
+from imagegw.quota import QuotaLedger
 from imagegw.settings import Settings
-from imagegw.usage import UsageReader, day_of
+from imagegw.usage import UsageReader, UsageRecorder, day_of, totals
 
 T0 = 1_800_000_010.5  # 10.5 s into a minute window (2027-01-15T08:00:00Z + 10.5 s)
 
@@ -295,6 +298,12 @@ def test_usage_counters_and_log_records(accounts, store, dynamodb):
     models = {m["model"]: m for m in reader.models(new.key_id, _today(), _today())}
     assert models["dall-e-3"]["requests"] == 2 and models["dall-e-3"]["failed"] == 1
     assert models["gpt-image-1"]["cost_cents"] == Decimal("1.098")
+    assert models["gpt-image-1"]["day"] == day_of(T0)
+    # The per-model counters live on the day item (no separate item, no extra write); unmoved ones are absent.
+    assert day["model#dall-e-3#requests"] == 2 and day["model#gpt-image-1#output_tokens"] == 272
+    assert "model#dall-e-3#input_tokens" not in day
+    sks = [i["sk"] for i in dynamodb.Table("usage").scan()["Items"] if i["pk"] == f"key#{new.key_id}"]
+    assert sks == [f"day#{day_of(T0)}"]
 
     log = {r["request_id"]: r for r in reader.log(new.key_id, _today())}
     assert set(log) == {"req-ok", "req-gpt", "req-failed"}
@@ -337,19 +346,79 @@ def test_no_raw_key_or_prompt_in_the_usage_table(accounts, store, dynamodb):
     assert "sea otter" not in dump
 
 
-def test_settle_never_raises(store, clock, dynamodb):
+def test_settle_never_raises(store, clock, dynamodb, monkeypatch):
     new = store.create("k", quota_images=2)
-
-    class BrokenTable:
-        def update_item(self, **_):
-            raise RuntimeError("dynamodb is down")
-
-        put_item = update_item
-
-    accounts = Accounts(store, usage_table=BrokenTable(), clock=clock)
-    caller = login(accounts, new.raw_key)
+    errors: list[str] = []
+    monkeypatch.setattr(accounts_module.logger, "error", lambda message, **_: errors.append(message))
+    # Every write fails: tables that do not exist (the quota refund, the usage counters, the usage log).
+    down = Accounts(KeyStore(dynamodb.Table("no-keys"), clock), usage_table=dynamodb.Table("no-usage"))
+    caller = login(Accounts(store, clock=clock), new.raw_key)
     admission = Admission(caller, request(), "r1", reserved_images=1, reserved=True, admitted_at=T0)
-    accounts.settle(admission, failure())  # logged, not raised
+    down.settle(admission, failure())  # logged, not raised
+    assert sorted(errors) == [
+        "could not record the usage counters",
+        "could not settle the quota reservation",
+        "could not write the usage log record",
+    ]
+
+
+def test_a_failed_usage_write_does_not_stop_the_refund(store, clock, dynamodb):
+    new = store.create("k", quota_images=2)
+    accounts = Accounts(store, usage_table=dynamodb.Table("no-usage"), clock=clock)
+    admission = accounts.admit(login(accounts, new.raw_key), request(n=2), "r1")
+    assert key_item(store, new.key_id)["used_images"] == 2
+    accounts.settle(admission, failure())
+    assert key_item(store, new.key_id)["used_images"] == 0
+
+
+def test_settle_writes_concurrently(accounts, store, dynamodb, monkeypatch):
+    # The three writes (quota adjust, usage counters, usage log) touch three items and do not depend on
+    # each other: each waits here until all three have started, which only passes if they overlap.
+    barrier = threading.Barrier(3, timeout=5)
+    for cls, name in ((QuotaLedger, "adjust"), (UsageRecorder, "add_counters"), (UsageRecorder, "put_log")):
+        original = getattr(cls, name)
+
+        def meeting(*args, _original=original, **kwargs):
+            barrier.wait()
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, meeting)
+    new = store.create("k", quota_images=5)
+    admission = accounts.admit(login(accounts, new.raw_key), request(n=3), "r1")
+    accounts.settle(admission, success(images=1))  # 2 of the 3 reserved images are refunded
+    assert not barrier.broken
+    assert key_item(store, new.key_id)["used_images"] == 1
+    reader = UsageReader(dynamodb.Table("usage"))
+    assert [r["request_id"] for r in reader.log(new.key_id, _today())] == ["r1"]
+    assert reader.days(new.key_id, _today(), _today())[0]["images"] == 1
+
+
+def test_per_model_usage_written_before_the_day_item_carried_it_is_still_read(accounts, store, dynamodb):
+    new = store.create("k")
+    table = dynamodb.Table("usage")
+    day = day_of(T0)
+    # The former layout: one item per key, day and model.
+    table.put_item(
+        Item={
+            "pk": f"key#{new.key_id}",
+            "sk": f"model#{day}#dall-e-3",
+            "key_id": new.key_id,
+            "day": day,
+            "model": "dall-e-3",
+            "requests": 4,
+            "succeeded": 4,
+            "failed": 0,
+            "images": 4,
+            "cost_cents": Decimal(16),
+        }
+    )
+    accounts.settle(accounts.admit(login(accounts, new.raw_key), request(), "r1"), success())
+    rows = UsageReader(table).models(new.key_id, _today(), _today())
+    assert sorted((r["model"], r["day"], r["requests"], r["images"]) for r in rows) == [
+        ("dall-e-3", day, 1, 1),
+        ("dall-e-3", day, 4, 4),
+    ]
+    assert totals(rows)["cost_cents"] == Decimal(20)
 
 
 def test_without_a_usage_table_quota_still_applies(store, clock):

@@ -8,8 +8,10 @@ The service calls `authenticate`, then `admit` before the upstream call and `set
   key's requests per minute; 429 `insufficient_quota` when the images or estimated credits would exceed
   the key's quota. The quota is reserved with one conditional write before the upstream is called.
 - settle: refunds the reservation when the request failed, corrects it to the actual cost when it
-  succeeded, adds to the per-day usage counters and writes one usage-log record. It never raises: the
-  response is already decided when it runs, so a metering failure is logged, not turned into an error.
+  succeeded, adds to the per-day (and per-model) usage counters and writes one usage-log record. These
+  are up to three independent writes to three different items: they are issued concurrently (one round
+  trip of latency, not three) and all waited for before settle returns. It never raises: the response is
+  already decided when it runs, so a metering failure is logged, not turned into an error.
 
 Raw keys never reach a log line; logs name the key by its display form (`sk-AbC...wxyz`) and key id.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
@@ -31,6 +34,10 @@ from .pricing import Cost, PriceTable
 from .quota import QuotaLedger, RateLimiter
 from .settings import Settings
 from .usage import UsageEvent, UsageRecorder
+
+# Settle's writes other than the first. A Lambda container serves one request at a time (two threads are
+# ever started there); the local stack runs several containers in one process. Threads start on demand.
+_WRITES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imagegw-settle")
 
 
 @dataclass
@@ -136,21 +143,31 @@ class Accounts:
             cost = self._prices.cost(request.model, request.params, result)
         else:
             cost = Cost(0, 0, 0, Decimal(0))
-        if admission.reserved:
-            try:
-                self._ledger.adjust(
-                    admission.caller.key_hash,
-                    cost.images - admission.reserved_images,
-                    cost.cents - admission.reserved_credits,
-                )
-            except Exception:
-                logger.exception("could not settle the quota reservation", extra=_log_keys(admission))
-        if self._usage is None:
-            return
         try:
-            self._usage.record(self._event(admission, outcome, cost))
+            failures = _write_concurrently(self._settle_writes(admission, outcome, cost))
         except Exception:
-            logger.exception("could not record usage", extra=_log_keys(admission))
+            logger.exception("could not settle", extra=_log_keys(admission))
+            return
+        for what, error in failures:
+            logger.error(f"could not {what}", exc_info=error, extra=_log_keys(admission))
+
+    def _settle_writes(
+        self, admission: Admission, outcome: Outcome, cost: Cost
+    ) -> list[tuple[str, Callable[[], None]]]:
+        """The independent writes of settle (three items: key, usage day, usage log), as (what, call)."""
+        writes: list[tuple[str, Callable[[], None]]] = []
+        images = cost.images - admission.reserved_images
+        credits = cost.cents - admission.reserved_credits
+        if admission.reserved and (images or credits):
+            key_hash = admission.caller.key_hash
+            writes.append(
+                ("settle the quota reservation", lambda: self._ledger.adjust(key_hash, images, credits))
+            )
+        if self._usage is not None:
+            usage, event = self._usage, self._event(admission, outcome, cost)
+            writes.append(("record the usage counters", lambda: usage.add_counters(event)))
+            writes.append(("write the usage log record", lambda: usage.put_log(event)))
+        return writes
 
     def _event(self, admission: Admission, outcome: Outcome, cost: Cost) -> UsageEvent:
         request, result = admission.request, outcome.result
@@ -179,6 +196,26 @@ class Accounts:
             prompt=str(prompt) if prompt else None,
             ok=result is not None,
         )
+
+
+def _write_concurrently(writes: list[tuple[str, Callable[[], None]]]) -> list[tuple[str, Exception]]:
+    """Run independent writes at once (the first on this thread, the others on the pool) and wait for all
+    of them: nothing may still be running when Lambda freezes the container after the response.
+    Returns the writes that failed, with their errors.
+    """
+    pending = [(what, _WRITES.submit(write)) for what, write in writes[1:]]
+    failures: list[tuple[str, Exception]] = []
+    for what, write in writes[:1]:
+        try:
+            write()
+        except Exception as exc:
+            failures.append((what, exc))
+    for what, future in pending:
+        try:
+            future.result()
+        except Exception as exc:
+            failures.append((what, exc))
+    return failures
 
 
 def model_allowed(caller: Caller, model: str) -> bool:

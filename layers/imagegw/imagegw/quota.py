@@ -63,11 +63,16 @@ class QuotaLedger:
         raise quota_exceeded()
 
     def adjust(self, key_hash: str, images: int, credits: Decimal) -> None:
-        """Add (or, negative, refund) to the counters; never creates an item for a deleted key."""
+        """Add (or, negative, refund) to the counters; never creates an item for a deleted key.
+
+        Thread-safe (settle runs it alongside the usage writes).
+        """
         if images == 0 and credits == 0:
             return
         try:
-            self._table.update_item(
+            # The low-level client, not the resource: settle may run this off the request's thread.
+            self._table.meta.client.update_item(
+                TableName=self._table.name,
                 Key={"key_hash": key_hash},
                 UpdateExpression="ADD used_images :i, used_credits :c",
                 ConditionExpression="attribute_exists(key_hash)",

@@ -2,8 +2,13 @@
 
     pk `key#<key_id>`            sk `day#2026-11-28`                per key and day, atomic ADD counters:
                                                                     requests, succeeded, failed, images,
-                                                                    input_tokens, output_tokens, cost_cents
-    pk `key#<key_id>`            sk `model#2026-11-28#<model>`      the same per model
+                                                                    input_tokens, output_tokens, cost_cents;
+                                                                    and per model on the same item, named
+                                                                    `model#<model>#<counter>` (`model#dall-e-3
+                                                                    #images`; counters still 0 are absent)
+    pk `key#<key_id>`            sk `model#2026-11-28#<model>`      legacy: per-model items written before the
+                                                                    per-model counters moved onto the day
+                                                                    item; still read, no longer written
     pk `log#<key_id>#2026-11-28` sk `<iso time>#<request_id>`       one record per request (TTL): request_id,
                                                                     model, route, status, latency_ms, images,
                                                                     tokens, cost_cents, size, quality...;
@@ -11,6 +16,11 @@
     pk `rate#<key_id>`           sk `2026-11-28T03:25:00Z`          rate-limit window counter (quota.py, TTL)
 
 Costs are estimates in USD cents from the price table (pricing.py, prices.json).
+
+A request writes twice: one UpdateItem (day and per-model counters) and one PutItem (the log record).
+They are independent, and `accounts.Accounts.settle` issues them concurrently, so the writes go through
+the table's low-level client (`table.meta.client`: thread-safe, and, coming from a resource, it takes
+plain Python values), never through the `Table` resource itself.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from boto3.dynamodb.conditions import Key
 
 DAY_SECONDS = 86_400
 COUNTERS = ("requests", "succeeded", "failed", "images", "input_tokens", "output_tokens", "cost_cents")
+MODEL_PREFIX = "model#"  # per-model counters on the day item: `model#<model>#<counter>`
 
 
 @dataclass
@@ -64,12 +75,13 @@ def iso_time(epoch: float) -> str:
 
 class UsageRecorder:
     def __init__(self, table: Any, *, log_retention_days: int = 30, usage_retention_days: int = 400) -> None:
-        self._table = table
+        self._client = table.meta.client  # thread-safe, unlike the resource (see the module docstring)
+        self._name = table.name
         self._log_ttl = log_retention_days * DAY_SECONDS
         self._usage_ttl = usage_retention_days * DAY_SECONDS
 
-    def record(self, event: UsageEvent) -> None:
-        """Day and per-model counters (atomic ADD) plus one usage-log record."""
+    def add_counters(self, event: UsageEvent) -> None:
+        """The day's counters and the model's counters on the day item, in one atomic UpdateItem (ADD)."""
         counts = {
             "requests": 1,
             "succeeded": 1 if event.ok else 0,
@@ -79,12 +91,32 @@ class UsageRecorder:
             "output_tokens": event.output_tokens,
             "cost_cents": event.cost_cents,
         }
-        expires = int(event.at) + self._usage_ttl
-        pk = f"key#{event.key_id}"
-        fixed: dict[str, Any] = {"key_id": event.key_id, "day": event.day, "expires_at": expires}
-        self._add(pk, f"day#{event.day}", counts, fixed)
-        self._add(pk, f"model#{event.day}#{event.model}", counts, {**fixed, "model": event.model})
-        self._table.put_item(Item=self.log_item(event))
+        # Only the model counters that move: a dall-e model never creates its token counters.
+        per_model = {f"{MODEL_PREFIX}{event.model}#{name}": value for name, value in counts.items() if value}
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        adds = []
+        for i, (name, value) in enumerate({**counts, **per_model}.items()):
+            names[f"#a{i}"] = name
+            values[f":a{i}"] = value
+            adds.append(f"#a{i} :a{i}")
+        names.update({"#key_id": "key_id", "#day": "day", "#expires_at": "expires_at"})
+        values.update(
+            {":key_id": event.key_id, ":day": event.day, ":expires_at": int(event.at) + self._usage_ttl}
+        )
+        self._client.update_item(
+            TableName=self._name,
+            Key={"pk": f"key#{event.key_id}", "sk": f"day#{event.day}"},
+            UpdateExpression=(
+                f"ADD {', '.join(adds)} SET #key_id = :key_id, #day = :day, #expires_at = :expires_at"
+            ),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def put_log(self, event: UsageEvent) -> None:
+        """The request's one usage-log record."""
+        self._client.put_item(TableName=self._name, Item=self.log_item(event))
 
     def log_item(self, event: UsageEvent) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -115,25 +147,6 @@ class UsageRecorder:
         item.update({k: v for k, v in optional.items() if v})
         return item
 
-    def _add(self, pk: str, sk: str, counts: dict[str, Any], fixed: dict[str, Any]) -> None:
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        adds, sets = [], []
-        for i, (name, value) in enumerate(counts.items()):
-            names[f"#a{i}"] = name
-            values[f":a{i}"] = value
-            adds.append(f"#a{i} :a{i}")
-        for i, (name, value) in enumerate(fixed.items()):
-            names[f"#s{i}"] = name
-            values[f":s{i}"] = value
-            sets.append(f"#s{i} = :s{i}")
-        self._table.update_item(
-            Key={"pk": pk, "sk": sk},
-            UpdateExpression=f"ADD {', '.join(adds)} SET {', '.join(sets)}",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-
 
 class UsageReader:
     def __init__(self, table: Any) -> None:
@@ -144,10 +157,14 @@ class UsageReader:
         return list(self._query(f"key#{key_id}", f"day#{first.isoformat()}", f"day#{last.isoformat()}"))
 
     def models(self, key_id: str, first: date, last: date) -> list[dict[str, Any]]:
-        """Per model and day, from `first` to `last` inclusive."""
-        return list(
-            self._query(f"key#{key_id}", f"model#{first.isoformat()}#", f"model#{last.isoformat()}#~")
-        )
+        """Per model and day, from `first` to `last` inclusive: rows with `model`, `day` and the counters.
+
+        From the day items' `model#<model>#<counter>` attributes, plus the legacy per-model items of days
+        metered before those (a day can have both: add the rows up per model).
+        """
+        rows = [row for day in self.days(key_id, first, last) for row in model_rows(day)]
+        legacy = self._query(f"key#{key_id}", f"model#{first.isoformat()}#", f"model#{last.isoformat()}#~")
+        return rows + list(legacy)
 
     def log(self, key_id: str, day: date) -> list[dict[str, Any]]:
         return list(self._query(f"log#{key_id}#{day.isoformat()}", "", "~"))
@@ -163,6 +180,18 @@ class UsageReader:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def model_rows(day_item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-model counters of one day item, one row per model (`model`, `day`, counters)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, value in day_item.items():
+        if not name.startswith(MODEL_PREFIX):
+            continue
+        model, _, counter = name[len(MODEL_PREFIX) :].rpartition("#")
+        if model and counter in COUNTERS:
+            rows.setdefault(model, {"model": model, "day": day_item.get("day")})[counter] = value
+    return [rows[model] for model in sorted(rows)]
 
 
 def day_range(today: date, days: int) -> tuple[date, date]:
