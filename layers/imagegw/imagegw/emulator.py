@@ -1,4 +1,4 @@
-"""Upstream emulator: a TEST DOUBLE of the upstream image services (OpenAI and Azure OpenAI).
+"""Upstream emulator: a TEST DOUBLE of the upstream image services (OpenAI, Azure OpenAI, Amazon Bedrock).
 
 It is NOT an image model. It speaks the OpenAI Images wire format over real HTTP and answers with
 deterministic placeholder pictures drawn with Pillow (same inputs, same bytes), so the gateway can be
@@ -9,6 +9,7 @@ Routes
     POST /v1/images/edits                               multipart (image, image[], image[N], mask) or JSON
     POST /v1/images/variations                          multipart
     POST /openai/deployments/{deployment}/images/generations|edits?api-version=...   (Azure OpenAI)
+    POST /model/{modelId}/invoke                        Amazon Bedrock runtime InvokeModel, Nova Canvas JSON
     GET  /files/<id>.<ext>                              images previously answered as `url`
     POST /_emulator/faults   {"faults": [...]} queues faults, {"mode": {...}|null} sets/clears the fault mode
     GET  /_emulator/faults   the queued faults and the mode
@@ -30,6 +31,14 @@ for gpt-image-1; input_tokens = text + image; total = input + output. Quality au
 
 Output formats: png, jpeg, webp; for GPT image models without streaming also gif (animated: `frame_count`
 frames, default 4, `frame_duration_ms` each, default 250) and svg (a drawn SVG document, n=1).
+
+Bedrock (`POST /model/{modelId}/invoke`, e.g. boto3 `bedrock-runtime` with `endpoint_url` = the base URL):
+the body is Nova Canvas JSON (taskType TEXT_IMAGE, INPAINTING with maskImage (black = edit) or maskPrompt,
+IMAGE_VARIATION), answered `{"images": [b64 PNG...]}`. The SigV4 signature is not checked (nor the API
+key), the request is recorded. Faults apply the same way (a directive in the text prompt, the queue, the
+mode); an error status answers Bedrock's error shape: `{"message": ...}` with `x-amzn-ErrorType` (429
+ThrottlingException, 400 ValidationException, 403 AccessDeniedException, 404 ResourceNotFoundException,
+408 ModelTimeoutException, 503 ServiceUnavailableException, other 5xx InternalServerException).
 
 Streaming (`stream: true`, GPT image models): for each of the n images, `partial_images` partial events
 (downscaled, blocky versions of the final image) then one completed event carrying that image's usage.
@@ -87,6 +96,22 @@ _SIZE_RE = re.compile(r"(\d{1,5})x(\d{1,5})")
 _DIRECTIVE_RE = re.compile(r"\s*\[\[emulator:([^\]]*)\]\]\s*", re.IGNORECASE)
 _OPENAI_ROUTE = re.compile(r"/v1/images/(generations|edits|variations)")
 _AZURE_ROUTE = re.compile(r"/openai/deployments/([^/]+)/images/(generations|edits)")
+_BEDROCK_ROUTE = re.compile(r"/model/([^/]+)/invoke")
+_BEDROCK_ERRORS = {
+    400: ("ValidationException", "Malformed input request, please reformat your input and try again."),
+    401: ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
+    403: ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
+    404: ("ResourceNotFoundException", "The specified model could not be found."),
+    408: ("ModelTimeoutException", "Model has timed out in processing the request."),
+    424: ("ModelErrorException", "The model failed to process the request."),
+    429: ("ThrottlingException", "Too many requests, please wait before trying again."),
+    503: ("ServiceUnavailableException", "The service is temporarily unavailable."),
+}
+_NOVA_TASKS = {
+    "TEXT_IMAGE": "textToImageParams",
+    "INPAINTING": "inPaintingParams",
+    "IMAGE_VARIATION": "imageVariationParams",
+}
 _FILE_ROUTE = re.compile(r"/files/([A-Za-z0-9_-]+)\.(png|jpeg|webp|gif|svg)")
 _IMAGE_FIELD = re.compile(r"image(\[\d*\])?")
 _DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),(.*)", re.DOTALL)
@@ -894,6 +919,39 @@ def _build_job(kind: str, model: str, prompt: str, body: _Body) -> _Job:
     )
 
 
+def _nova_resolution(config: Mapping[str, Any]) -> tuple[int, int]:
+    """Nova Canvas's size rules: sides 320-4096 and multiples of 16, ratio 1:4..4:1, <= 4,194,304 pixels."""
+    width, height = config.get("width", 1024), config.get("height", 1024)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (width, height)):
+        raise _ApiError(400, "Malformed input request: width and height must be integers.")
+    if not (320 <= width <= 4096 and 320 <= height <= 4096):
+        raise _ApiError(400, f"Width and height must be between 320-4096 pixels ({width}x{height}).")
+    if width % 16 or height % 16:
+        raise _ApiError(400, f"Width and height must be evenly divisible by 16 ({width}x{height}).")
+    if width > 4 * height or height > 4 * width:
+        raise _ApiError(400, f"The aspect ratio must be between 1:4 and 4:1 ({width}x{height}).")
+    if width * height > 4_194_304:
+        raise _ApiError(400, f"The total pixel count must be at most 4,194,304 ({width}x{height}).")
+    return width, height
+
+
+def _nova_image(value: Any, param: str, *, check_size: bool = True) -> Image.Image:
+    """A base64 image of a Nova Canvas request, held to Nova's input rules (no transparent pixels)."""
+    if not isinstance(value, str) or not value:
+        raise _ApiError(400, f"Malformed input request: {param} must be a base64 string.")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _ApiError(400, f"Malformed input request: {param} is not valid base64.") from None
+    img = _open_image(param, None, data)
+    transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    if transparent and img.convert("RGBA").getchannel("A").getextrema()[0] != 255:
+        raise _ApiError(400, f"The {param} must not contain transparent or translucent pixels.")
+    if check_size and not (320 <= img.width <= 4096 and 320 <= img.height <= 4096):
+        raise _ApiError(400, f"The {param} sides must be between 320-4096 pixels ({img.width}x{img.height}).")
+    return img
+
+
 # --------------------------------------------------------------------------------------------------
 # HTTP server
 # --------------------------------------------------------------------------------------------------
@@ -1101,6 +1159,9 @@ class _Handler(BaseHTTPRequestHandler):
             if match := _AZURE_ROUTE.fullmatch(path):
                 self._image_request(match.group(2), match.group(1), path, query)
                 return
+            if match := _BEDROCK_ROUTE.fullmatch(path):
+                self._bedrock_request(unquote_to_bytes(match.group(1)).decode("utf-8", "replace"), path)
+                return
         if method in ("POST", "PUT", "PATCH"):
             self._read_body()
         raise _ApiError(404, f"Invalid URL ({method} {path})")
@@ -1226,6 +1287,128 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._respond(job, fault)
 
+    # ----- Amazon Bedrock (Nova Canvas) -----------------------------------------------------------
+
+    def _send_bedrock_error(self, status: int, message: str | None = None) -> None:
+        """Bedrock runtime's error shape, as botocore's rest-json parser reads it."""
+        code, default = _BEDROCK_ERRORS.get(
+            status, ("InternalServerException" if status >= 500 else "ValidationException", "")
+        )
+        text = message or default or "An internal server error occurred. Retry your request."
+        self._send_json(
+            status, {"message": text}, {"x-amzn-ErrorType": code, "x-amzn-RequestId": self.request_id}
+        )
+
+    def _bedrock_request(self, model_id: str, path: str) -> None:
+        emu = self.emulator
+        headers: dict[str, str] = {}
+        for key, value in self.headers.items():
+            key = key.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        record = RecordedRequest("POST", path, {}, headers, deployment=model_id)
+        try:
+            raw = self._read_body()
+        except _ApiError as exc:
+            emu._record(record)
+            self._send_bedrock_error(exc.status, exc.message)
+            return
+        try:
+            doc = json.loads(raw.decode("utf-8")) if raw.strip() else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            doc = None
+        record.json = doc if isinstance(doc, dict) else None
+        emu._record(record)
+        try:
+            if not isinstance(doc, dict):
+                raise _ApiError(400, "Malformed input request: the body must be a JSON object.")
+            self._nova(model_id, doc)
+        except _ApiError as exc:
+            if not self._headers_sent:
+                self._send_bedrock_error(exc.status, exc.message)
+            else:
+                self.close_connection = True
+
+    def _nova(self, model_id: str, doc: dict[str, Any]) -> None:
+        task = doc.get("taskType")
+        if task not in _NOVA_TASKS:
+            raise _ApiError(400, f"Malformed input request: unsupported taskType {task!r} in the emulator.")
+        task_params = doc.get(_NOVA_TASKS[task])
+        if not isinstance(task_params, dict):
+            raise _ApiError(400, f"Malformed input request: {_NOVA_TASKS[task]} is required.")
+        raw_text = task_params.get("text", "")
+        if not isinstance(raw_text, str):
+            raise _ApiError(400, "Malformed input request: text must be a string.")
+        prompt, directive = _parse_directives(raw_text)
+        fault = self.emulator._next_fault(directive)
+        if fault is not None:
+            if fault.delay > 0:
+                self.emulator._stopping.wait(fault.delay)
+            if fault.drop:
+                self._drop()
+                return
+            if fault.status is not None and fault.status != 200:
+                raise _ApiError(fault.status, fault.message or "")
+        config = doc.get("imageGenerationConfig") or {}
+        if not isinstance(config, dict):
+            raise _ApiError(400, "Malformed input request: imageGenerationConfig must be an object.")
+        n = config.get("numberOfImages", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 5:
+            raise _ApiError(400, "Malformed input request: numberOfImages must be an integer from 1 to 5.")
+        if config.get("quality", "standard") not in ("standard", "premium"):
+            raise _ApiError(400, "Malformed input request: quality must be standard or premium.")
+        seed = f"{model_id}\x00{config.get('seed', '')}"
+        pictures: list[Image.Image] = []
+        if task == "TEXT_IMAGE":
+            if not prompt or len(raw_text) > 1024:
+                raise _ApiError(400, "Malformed input request: text must be 1-1024 characters long.")
+            width, height = _nova_resolution(config)
+            pictures = [draw_image(prompt, seed, i, width, height, False) for i in range(n)]
+        elif task == "INPAINTING":
+            image = _nova_image(task_params.get("image"), "image")
+            has_mask_image = task_params.get("maskImage") is not None
+            if has_mask_image == (task_params.get("maskPrompt") is not None):
+                raise _ApiError(400, "Malformed input request: exactly one of maskImage or maskPrompt.")
+            mask = None
+            if has_mask_image:
+                nova_mask = _nova_image(task_params.get("maskImage"), "maskImage", check_size=False)
+                if nova_mask.size != image.size:
+                    raise _ApiError(400, "The maskImage must have the same size as the image.")
+                colours = nova_mask.convert("RGB").getcolors(maxcolors=2**24) or []
+                if any(colour not in ((0, 0, 0), (255, 255, 255)) for _, colour in colours):
+                    raise _ApiError(400, "The maskImage must contain only pure black and pure white pixels.")
+                mask = nova_mask.convert("RGBA")  # black (edit here) becomes alpha 0, OpenAI's convention
+                mask.putalpha(nova_mask.convert("L").point(lambda v: 0 if v < 128 else 255))
+            width, height = image.size
+            pictures = [
+                edit_image(prompt or "inpaint", seed, i, width, height, [image], mask, False)
+                for i in range(n)
+            ]
+        else:
+            sources = task_params.get("images")
+            if not isinstance(sources, list) or not 1 <= len(sources) <= 5:
+                raise _ApiError(400, "Malformed input request: images must hold 1 to 5 images.")
+            images = [_nova_image(item, f"images[{i}]") for i, item in enumerate(sources)]
+            strength = task_params.get("similarityStrength", 0.7)
+            if (
+                isinstance(strength, bool)
+                or not isinstance(strength, int | float)
+                or not 0.2 <= strength <= 1
+            ):
+                raise _ApiError(400, "Malformed input request: similarityStrength must be from 0.2 to 1.0.")
+            width, height = _nova_resolution(config)
+            first = hashlib.sha256(images[0].tobytes()).hexdigest()
+            pictures = [
+                vary_image(images[0], f"{first}{prompt}{strength}", i, width, height) for i in range(n)
+            ]
+        encoded = [base64.b64encode(encode_image(p, "png", None)).decode("ascii") for p in pictures]
+        if fault is not None and fault.truncated_b64:
+            encoded = [_truncate_b64(b64) for b64 in encoded]
+        text = json.dumps({"images": encoded})
+        if fault is not None and fault.malformed_json:
+            self._send_bytes(200, text[: max(1, len(text) // 3)].encode("ascii"), "application/json")
+            return
+        self._send_bytes(200, text.encode("ascii"), "application/json", {"x-amzn-RequestId": self.request_id})
+
     def _respond(self, job: _Job, fault: Fault | None) -> None:
         truncated = fault is not None and fault.truncated_b64
         host = self.headers.get("Host")
@@ -1316,7 +1499,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Emulator:
-    """A real HTTP test double of OpenAI / Azure OpenAI image endpoints, served from a daemon thread.
+    """A real HTTP test double of OpenAI / Azure OpenAI / Bedrock (Nova Canvas) image endpoints, served from
+    a daemon thread.
 
     >>> with Emulator() as emu:
     ...     client = OpenAI(base_url=emu.base_url + "/v1", api_key="x")
@@ -1443,9 +1627,10 @@ class Emulator:
 # --------------------------------------------------------------------------------------------------
 
 _DESCRIPTION = """\
-Run the upstream emulator: a TEST DOUBLE of upstream image services (OpenAI and Azure OpenAI).
+Run the upstream emulator: a TEST DOUBLE of upstream image services (OpenAI, Azure OpenAI, Bedrock).
 It is NOT an image model and generates nothing meaningful: it answers the OpenAI Images API
-(generations, edits, variations; Azure deployment routes too) with deterministic placeholder
+(generations, edits, variations; Azure deployment routes too) and Amazon Bedrock's InvokeModel for
+Nova Canvas (POST /model/{modelId}/invoke, signature not checked) with deterministic placeholder
 pictures (coloured shapes drawn from a hash of the prompt), and can inject faults (errors, delays,
 dropped connections, malformed bodies). For local development and tests only; never point real
 users or production traffic at it.

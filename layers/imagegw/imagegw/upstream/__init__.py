@@ -19,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ..observability import logger
+from .bedrock import BedrockProvider
 from .config import Route, RoutesConfig, RoutesError, RoutesSource, parse_routes, shipped_routes_document
 from .credentials import Credentials
 from .failures import RouteFault, TransientFailure, UpstreamFailure, UpstreamMalformed, UpstreamRejected
@@ -42,6 +43,7 @@ __all__ = [
     "COOLDOWNS",
     "PROVIDER_TYPES",
     "AzureOpenAIProvider",
+    "BedrockProvider",
     "CooldownTracker",
     "Credentials",
     "OpenAIProvider",

@@ -1,8 +1,8 @@
 """Providers: one upstream call each, over HTTP, classified into typed failures.
 
 A provider type is registered by name (`PROVIDER_TYPES`); the routes document names the type of each
-configured provider. A Bedrock provider later is one more class and one `register_provider_type` line:
-its factory receives the provider's config (`options` holds any extra fields, e.g. a region) and the
+configured provider. The Bedrock provider (`bedrock.py`) is one more class and one `register_provider_type`
+line: its factory receives the provider's config (`options` holds any extra fields, e.g. a region) and the
 `ProviderContext` (which can carry a boto3 client under `clients`).
 """
 
