@@ -194,19 +194,21 @@ def test_a_download_server_error_is_transient(upstream):
 
 def test_a_body_trickling_past_the_timeout_is_cut_at_the_deadline(upstream):
     body = json.dumps({"data": [{"b64_json": base64.b64encode(png((64, 64))).decode()}]}).encode()
-    upstream.replies["/v1/images/generations"] = [Reply(body=body, trickle=0.05)]
+    # 16 bytes every 0.4 s: the whole body would take several seconds.
+    upstream.replies["/v1/images/generations"] = [Reply(body=body, trickle=0.4)]
+    assert len(body) / 16 * 0.4 > 5
     started = time.monotonic()
     with pytest.raises(TransientFailure) as info:
         call(openai(upstream), timeout=0.6)
-    assert info.value.timed_out and time.monotonic() - started < 0.9
+    assert info.value.timed_out and time.monotonic() - started < 2.5
 
 
 def test_a_slow_answer_times_out(upstream):
-    upstream.replies["/v1/images/generations"] = [Reply(delay=1.0, body=b"{}")]
+    upstream.replies["/v1/images/generations"] = [Reply(delay=4.0, body=b"{}")]
     started = time.monotonic()
     with pytest.raises(TransientFailure) as info:
         call(openai(upstream), timeout=0.3)
-    assert info.value.timed_out and time.monotonic() - started < 0.8
+    assert info.value.timed_out and time.monotonic() - started < 2.5
 
 
 def test_a_refused_connection_is_transient_and_names_no_host():

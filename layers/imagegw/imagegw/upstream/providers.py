@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 
 from ..domain import GeneratedImage, ImageFile, Operation, UpstreamResult
 from .config import ProviderConfig, RoutesError
@@ -101,26 +103,35 @@ def _is_timeout(exc: BaseException) -> bool:
     return False
 
 
-def _tighten(response: requests.Response, deadline: float) -> None:
-    """Make the next socket read give up at the deadline (best effort; urllib3 2 exposes the socket)."""
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket the body streams from: the pooled connection's, or (HTTP/1.0, `Connection: close`,
+    where the connection has already let go of it) the one behind the response's file object."""
     sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
+    if sock is None:
+        socket_io = getattr(getattr(getattr(response.raw, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(socket_io, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The whole body, or a timeout at the deadline. Each read takes what one recv brings (`read1`) with
+    the socket's timeout set to the time left, so neither a stalled nor a trickling upstream (a few bytes
+    at a time, each read well inside a fixed timeout) can hold the function past its deadline."""
     chunks: list[bytes] = []
     total = 0
-    _tighten(response, deadline)
-    for chunk in response.iter_content(CHUNK_BYTES):
+    sock = _socket_of(response)
+    while True:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(_remaining(deadline))
+        chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
+        if not chunk:
+            return b"".join(chunks)
         total += len(chunk)
         if total > MAX_BODY_BYTES:
             raise UpstreamMalformed("The upstream answer is larger than the gateway accepts.")
         chunks.append(chunk)
         _remaining(deadline)
-        _tighten(response, deadline)
-    return b"".join(chunks)
 
 
 def http_request(
@@ -151,7 +162,7 @@ def http_request(
             body = _read_body(response, deadline)
         finally:
             response.close()
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         if _is_timeout(exc) or time.monotonic() >= deadline:
             raise TransientFailure("The upstream did not answer in time.", timed_out=True) from None
         raise TransientFailure("The upstream could not be reached or dropped the connection.") from None
