@@ -7,9 +7,12 @@ import io
 import json
 from typing import Any
 
+import pytest
 from PIL import Image
 
+from imagegw import responses
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
+from imagegw.errors import RequestTooLarge
 from imagegw.responses import render
 
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><circle r="4"/></svg>'
@@ -133,3 +136,29 @@ def test_stream_partials_not_tied_to_an_image_come_first():
     result = UpstreamResult(images=[GeneratedImage(png())], partial_images=[b"p0", b"p1"])
     sent = events(run(stream_request(1), result).body)
     assert [e.get("partial_image_index") for e in sent] == [0, 1, None]
+
+
+class FailingThirdPut(MemoryStore):
+    def put_image(self, key: str, data: bytes, fmt: str) -> None:
+        if len(self.objects) == 2:
+            raise OSError("S3 is unavailable")
+        super().put_image(key, data, fmt)
+
+
+def test_a_failed_put_leaves_no_objects_behind():
+    store = FailingThirdPut()
+    request = ImageRequest("generations", "dall-e-2", {"prompt": "p", "n": 3, "response_format": "url"})
+    result = UpstreamResult(images=[GeneratedImage(png()) for _ in range(3)])
+    with pytest.raises(OSError):
+        render(request, result, store=store, request_id="req_1", created=100, gpt_model=False)
+    assert store.objects == {}
+
+
+def test_an_answer_over_lambdas_limit_leaves_no_objects_behind(monkeypatch):
+    monkeypatch.setattr(responses, "MAX_SYNC_BODY_BYTES", 100)
+    store = MemoryStore()
+    request = ImageRequest("generations", "dall-e-2", {"prompt": "p", "n": 2, "response_format": "url"})
+    result = UpstreamResult(images=[GeneratedImage(png(), revised_prompt="x" * 200) for _ in range(2)])
+    with pytest.raises(RequestTooLarge):
+        render(request, result, store=store, request_id="req_1", created=100, gpt_model=False)
+    assert store.objects == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,26 @@ def render(
     if request.stream:
         return _render_stream(request, result, created, formats), []
     stored: list[str] = []
+    try:
+        return _render_json(request, result, store, request_id, created, gpt_model, formats, stored), stored
+    except BaseException:
+        # The caller only learns which objects to remove from a returned answer: clean up here what a
+        # failed answer (a later put failing, the body over Lambda's limit) already wrote.
+        with contextlib.suppress(Exception):
+            store.delete(stored)
+        raise
+
+
+def _render_json(
+    request: ImageRequest,
+    result: UpstreamResult,
+    store: ImageStore,
+    request_id: str,
+    created: int,
+    gpt_model: bool,
+    formats: list[str],
+    stored: list[str],
+) -> ApiResponse:
     data: list[dict[str, Any]] = []
     as_url = request.params.get("response_format") == "url"
     for index, (image, fmt) in enumerate(zip(result.images, formats, strict=True)):
@@ -67,7 +88,7 @@ def render(
             param="response_format",
             code="response_too_large",
         )
-    return ApiResponse(200, text), stored
+    return ApiResponse(200, text)
 
 
 def _gpt_meta(request: ImageRequest, result: UpstreamResult, formats: list[str]) -> dict[str, Any]:
