@@ -67,13 +67,17 @@ def test_ctrl_c_stops_the_local_stack_cleanly(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "local.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-        time.sleep(0.1)
-    api_url = json.loads((tmp_path / "local.json").read_text())["api_url"]
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=20)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "local.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+        api_url = json.loads((tmp_path / "local.json").read_text())["api_url"]
+        proc.send_signal(signal.SIGINT)  # at once: a Ctrl-C while start-up finishes must work too
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, output
     assert "stopping..." in output
     with pytest.raises(requests.ConnectionError):

@@ -71,12 +71,13 @@ def dev(argv: list[str]) -> int:
         quiet=args.quiet,
         state_dir=Path(args.state_dir) if args.state_dir else None,
     )
-    started = time.monotonic()
-    stack = LocalStack(config).start()
+    # Installed explicitly (a shell that starts `make dev` in the background leaves SIGINT ignored) and
+    # before anything starts: a Ctrl-C during start-up stops the stack once it is up, never half-way.
     stop = threading.Event()
-    # Installed explicitly: a shell that starts `make dev` in the background leaves SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    started = time.monotonic()
+    stack = LocalStack(config).start()
     upstream = base_url or f"{stack.emulator.base_url} (built-in emulator, a test double)"
     print(
         f"imagegw local stack ready in {time.monotonic() - started:.1f}s\n"
