@@ -7,11 +7,14 @@ resource or client, each listed table of the template under the given name, the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import boto3
+import requests
 
 from imagegw.devstack import create_table
 from imagegw.template import load_template, resources
@@ -46,3 +49,18 @@ def stack_aws(stack: dict[str, Any], service: str, *, resource: bool = False) ->
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+@contextmanager
+def running_moto(server: Any) -> Iterator[str]:
+    """Start a moto server (built with port 0) and yield its URL. moto's server shares moto's in-process
+    state, so it starts from, and leaves, a clean slate."""
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    requests.post(f"{url}/moto-api/reset", timeout=10)
+    try:
+        yield url
+    finally:
+        requests.post(f"{url}/moto-api/reset", timeout=10)
+        server.stop()

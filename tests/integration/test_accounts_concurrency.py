@@ -18,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-import requests
-from helpers.aws import create_tables
+from helpers.aws import create_tables, running_moto
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
@@ -53,16 +52,9 @@ class SerializedMotoServer(ThreadedMotoServer):
 
 @pytest.fixture
 def endpoint(aws_env):
-    server = SerializedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    # moto's server shares moto's in-process state: start from, and leave, a clean slate.
-    requests.post(f"{url}/moto-api/reset", timeout=10)
-    create_tables(resource(url), {"KeysTable": "keys", "UsageTable": "usage"})
-    yield url
-    requests.post(f"{url}/moto-api/reset", timeout=10)
-    server.stop()
+    with running_moto(SerializedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)) as url:
+        create_tables(resource(url), {"KeysTable": "keys", "UsageTable": "usage"})
+        yield url
 
 
 _session = None

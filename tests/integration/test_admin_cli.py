@@ -10,8 +10,7 @@ from decimal import Decimal
 
 import boto3
 import pytest
-import requests
-from helpers.aws import create_tables
+from helpers.aws import create_tables, running_moto
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
@@ -27,14 +26,8 @@ KEYS, USAGE = "imagegw-local-KeysTable", "imagegw-local-UsageTable"
 
 @pytest.fixture
 def moto_endpoint(aws_env):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    requests.post(f"{url}/moto-api/reset", timeout=10)
-    yield url
-    requests.post(f"{url}/moto-api/reset", timeout=10)
-    server.stop()
+    with running_moto(ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)) as url:
+        yield url
 
 
 @pytest.fixture
