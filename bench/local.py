@@ -21,8 +21,8 @@ from typing import Any, TextIO
 
 from http_client import Body, Target, get_json, post_json
 
-from imagegw.devstack import ApiRoute, LocalStack, StackConfig, api_routes, to_proxy_event
-from imagegw.template import load_template
+from imagegw_dev.local_stack import ApiRoute, LocalStack, StackConfig, api_routes, to_proxy_event
+from imagegw_dev.template import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 # Left open for the life of the process: the Logger's handler may keep it after the redirect ends.

@@ -70,11 +70,11 @@ def force_tcp_nodelay() -> list[str]:
     the body. `StreamRequestHandler.disable_nagle_algorithm` is the standard switch; this shows the effect
     of the suggested one-line fix without editing the package.
     """
-    import imagegw.devstack
-    import imagegw.emulator
+    import imagegw_dev.emulator
+    import imagegw_dev.local_stack
 
     patched = []
-    for module, name in ((imagegw.devstack, "_HttpHandler"), (imagegw.emulator, "_Handler")):
+    for module, name in ((imagegw_dev.local_stack, "_HttpHandler"), (imagegw_dev.emulator, "_Handler")):
         handler = getattr(module, name, None)
         if handler is not None:
             handler.disable_nagle_algorithm = True

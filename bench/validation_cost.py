@@ -16,10 +16,10 @@ import measure
 from gateway_overhead import PROMPT
 from http_client import Body, json_body, multipart_body
 
-from imagegw.catalog import Catalog
 from imagegw.domain import HttpRequest, Operation
-from imagegw.parsing import parse_request
-from imagegw.validation import validate
+from imagegw.request.catalog import Catalog
+from imagegw.request.parsing import parse_request
+from imagegw.request.validation import validate
 
 
 def cases(pngs: list[bytes]) -> dict[str, tuple[str, Operation, Body]]:

@@ -12,7 +12,7 @@ import pytest
 import requests
 from helpers.aws import stack_aws
 
-from imagegw.keys import KeyStore
+from imagegw.accounts.keys import KeyStore
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90
@@ -26,7 +26,7 @@ def stack(tmp_path_factory):
     log_path = state_dir / "stack.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "imagegw.cli", "dev", "--quiet", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "imagegw_dev.cli", "dev", "--quiet", "--state-dir", str(state_dir)],
             cwd=ROOT,
             env=env,
             stdout=log,

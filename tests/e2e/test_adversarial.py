@@ -24,7 +24,7 @@ from helpers.aws import stack_aws
 from helpers.images import corrupt_png, gif, noise_png, png, png_header_only, truncated_png
 from requests.structures import CaseInsensitiveDict
 
-from imagegw.keys import KeyStore, NewKey
+from imagegw.accounts.keys import KeyStore, NewKey
 
 JSON = "application/json"
 ANSWER_WITHIN_S = 10.0

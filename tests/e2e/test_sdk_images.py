@@ -20,7 +20,7 @@ from helpers.answers import b64_image, check_images_response, check_stream_event
 from openai.types import ImagesResponse
 from PIL import Image
 
-from imagegw.catalog import Catalog
+from imagegw.request.catalog import Catalog
 
 CATALOG = Catalog.load()
 # Dated snapshots clients send (the SDK's ImageModel list); each resolves through its entry's pattern.

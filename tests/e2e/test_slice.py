@@ -61,7 +61,7 @@ def test_ctrl_c_stops_the_local_stack_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMAGEGW_"))}
     env["PORT"] = "0"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imagegw.cli", "dev", "--quiet", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "imagegw_dev.cli", "dev", "--quiet", "--state-dir", str(tmp_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -2,7 +2,7 @@
 
 `create_tables(dynamodb, {"KeysTable": "keys", "UsageTable": "usage"})` creates, in a boto3 DynamoDB
 resource or client, each listed table of the template under the given name, the way the local stack does
-(`imagegw.devstack.create_table`: key schema, global secondary indexes, TTL).
+(`imagegw_dev.local_stack.create_table`: key schema, global secondary indexes, TTL).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import boto3
 import requests
 
-from imagegw.devstack import create_table
-from imagegw.template import load_template, resources
+from imagegw_dev.local_stack import create_table
+from imagegw_dev.template import load_template, resources
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from imagegw.devstack import LocalStack, StackConfig
+from imagegw_dev.local_stack import LocalStack, StackConfig
 
 
 @pytest.fixture(scope="session")

@@ -23,10 +23,10 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
-from imagegw.accounts import Accounts, Outcome
+from imagegw.accounts.admission import Accounts, Outcome
+from imagegw.accounts.keys import KeyStore
 from imagegw.domain import Caller, ImageRequest
 from imagegw.errors import ApiError
-from imagegw.keys import KeyStore
 
 REGION = "us-east-1"
 THREADS = 50

@@ -15,14 +15,14 @@ from helpers.aws import create_tables
 from moto import mock_aws
 from PIL import Image
 
-from imagegw.accounts import Accounts
-from imagegw.catalog import Catalog
+from imagegw.accounts.admission import Accounts
+from imagegw.accounts.keys import KeyStore
+from imagegw.accounts.usage import UsageReader, day_of
 from imagegw.domain import GeneratedImage, HttpRequest, ImageRequest, UpstreamResult
 from imagegw.errors import ApiError, InvalidApiKey, ModelNotAllowed, QuotaExceeded, UpstreamError
-from imagegw.keys import KeyStore
+from imagegw.request.catalog import Catalog
 from imagegw.service import ImageService
 from imagegw.settings import Settings
-from imagegw.usage import UsageReader, day_of
 
 REGION = "us-east-1"
 

@@ -14,11 +14,11 @@ from helpers.aws import create_tables, running_moto
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from imagegw import admin, cli
-from imagegw.accounts import Accounts, Outcome
+from imagegw.accounts.admission import Accounts, Outcome
+from imagegw.accounts.keys import KeyStore, hash_key
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import InvalidApiKey
-from imagegw.keys import KeyStore, hash_key
+from imagegw_dev import admin, cli
 
 REGION = "us-east-1"
 KEYS, USAGE = "imagegw-local-KeysTable", "imagegw-local-UsageTable"

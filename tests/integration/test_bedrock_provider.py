@@ -15,12 +15,12 @@ import boto3
 import pytest
 from PIL import Image
 
-from imagegw.catalog import Catalog
 from imagegw.domain import ImageFile, ImageRequest
-from imagegw.emulator import Emulator
 from imagegw.errors import InvalidRequest
+from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings
 from imagegw.upstream import CooldownTracker, build_router
+from imagegw_dev.emulator import Emulator
 
 NOVA = "amazon.nova-canvas-v1:0"
 

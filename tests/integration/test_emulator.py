@@ -1,4 +1,4 @@
-"""The upstream emulator (imagegw.emulator), driven over real HTTP on 127.0.0.1 by the official SDK."""
+"""The upstream emulator (imagegw_dev.emulator), driven over real HTTP on 127.0.0.1 by the official SDK."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 import requests
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
-from imagegw.emulator import Emulator, Fault, RecordedRequest, main
+from imagegw_dev.emulator import Emulator, Fault, RecordedRequest, main
 
 KEY = "sk-test-emulator-0123456789"
 AZURE_VERSION = "2025-04-01-preview"
@@ -707,9 +707,10 @@ def test_cli_help_says_test_double(capsys):
 
 
 def test_cli_serves_until_ctrl_c():
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "layers" / "imagegw")}
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "layers" / "imagegw"), str(root / "devtools")])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imagegw.emulator", "--port", "0", "--api-key", "k"],
+        [sys.executable, "-m", "imagegw_dev.emulator", "--port", "0", "--api-key", "k"],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

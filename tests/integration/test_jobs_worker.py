@@ -3,7 +3,7 @@ job_status) run as the local stack runs them, against moto (mock_aws: S3, Dynamo
 resources created from template.yaml) and the upstream emulator over real HTTP on 127.0.0.1.
 
 SQS batches are received from moto's SQS and turned into Lambda's SQS event by the local stack's own event
-source (`imagegw.devstack.SqsEventSource`), so the partial batch responses are honoured as Lambda would:
+source (`imagegw_dev.local_stack.SqsEventSource`), so partial batch responses are honoured as Lambda would:
 succeeded messages deleted, failed ones redelivered, and after maxReceiveCount moved to the DLQ.
 """
 
@@ -22,11 +22,17 @@ from moto import mock_aws
 from PIL import Image
 from requests_toolbelt import MultipartEncoder
 
-from imagegw.devstack import FunctionPool, QueueSubscription, SqsEventSource, create_resources, sqs_event
-from imagegw.emulator import Emulator
-from imagegw.keys import KeyStore
-from imagegw.template import load_template
-from imagegw.upstream import local_routes
+from imagegw.accounts.keys import KeyStore
+from imagegw_dev.emulator import Emulator
+from imagegw_dev.local_routes import local_routes
+from imagegw_dev.local_stack import (
+    FunctionPool,
+    QueueSubscription,
+    SqsEventSource,
+    create_resources,
+    sqs_event,
+)
+from imagegw_dev.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_KEY = "sk-emulator-jobs-0123456789"

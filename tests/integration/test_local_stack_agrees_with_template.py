@@ -3,9 +3,9 @@
 import json
 from pathlib import Path
 
-from imagegw.devstack import moto_session
 from imagegw.settings import required_env_names
-from imagegw.template import load_template, resources
+from imagegw_dev.local_stack import moto_session
+from imagegw_dev.template import load_template, resources
 
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
 

@@ -17,12 +17,12 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from imagegw.catalog import Catalog
 from imagegw.domain import ImageFile, ImageRequest
-from imagegw.emulator import Emulator
 from imagegw.errors import ApiError, InvalidRequest, UpstreamError, UpstreamTimeout
+from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings
 from imagegw.upstream import CooldownTracker, build_router, shipped_routes_document
+from imagegw_dev.emulator import Emulator
 
 KEY_A = "sk-emulator-a-0123456789abcdef"
 KEY_B = "sk-emulator-b-fedcba9876543210"

@@ -11,14 +11,14 @@ import pytest
 from helpers.aws import create_tables
 from moto import mock_aws
 
-from imagegw import accounts as accounts_module
-from imagegw.accounts import Accounts, Admission, Outcome
+from imagegw.accounts import admission as accounts_module
+from imagegw.accounts.admission import Accounts, Admission, Outcome
+from imagegw.accounts.keys import KeyStore, hash_key
+from imagegw.accounts.quota import QuotaLedger
+from imagegw.accounts.usage import UsageReader, UsageRecorder, day_of, totals
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import InvalidApiKey, ModelNotAllowed, QuotaExceeded, RateLimited, to_error_response
-from imagegw.keys import KeyStore, hash_key
-from imagegw.quota import QuotaLedger
 from imagegw.settings import Settings
-from imagegw.usage import UsageReader, UsageRecorder, day_of, totals
 
 T0 = 1_800_000_010.5  # 10.5 s into a minute window (2027-01-15T08:00:00Z + 10.5 s)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import imagegw
+from imagegw.accounts.pricing import PriceTable
 from imagegw.domain import GeneratedImage, UpstreamResult
-from imagegw.pricing import PriceTable
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def result(images: int = 1, usage=None, meta=None) -> UpstreamResult:
 
 
 def test_price_table_ships_with_the_package_and_says_it_is_an_estimate():
-    doc = json.loads((Path(imagegw.__file__).parent / "prices.json").read_text())
+    doc = json.loads((Path(imagegw.__file__).parent / "accounts" / "prices.json").read_text())
     assert "estimate" in " ".join(doc["_comment"]).lower()
     assert {"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"} <= set(doc["models"])
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from imagegw.catalog import DEFAULT_PATH, GATEWAY_PARAMS, Catalog, CatalogError
 from imagegw.errors import ModelNotFound
-from imagegw.validation import _check_param
+from imagegw.request.catalog import DEFAULT_PATH, GATEWAY_PARAMS, Catalog, CatalogError
+from imagegw.request.validation import _check_param
 
 CATALOG = Catalog.load()
 SEED_MODELS = ["dall-e-2", "dall-e-3", "gpt-image-1"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegw.devstack import (
+from imagegw_dev.local_stack import (
     API_GATEWAY_PAYLOAD_LIMIT,
     ApiGateway,
     ApiRoute,
@@ -17,7 +17,7 @@ from imagegw.devstack import (
     is_binary,
     to_proxy_event,
 )
-from imagegw.template import load_template
+from imagegw_dev.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
@@ -189,7 +189,7 @@ def test_chunked_request_bodies_reach_the_function_whole():
     import threading
     from http.server import ThreadingHTTPServer
 
-    from imagegw.devstack import _HttpHandler
+    from imagegw_dev.local_stack import _HttpHandler
 
     pool = FakePool()
     handler = type("Handler", (_HttpHandler,), {"gateway": gateway(pool), "quiet": True})
@@ -216,7 +216,7 @@ def test_a_method_the_route_does_not_serve_is_the_templates_404_not_a_501(method
     import threading
     from http.server import ThreadingHTTPServer
 
-    from imagegw.devstack import _HttpHandler
+    from imagegw_dev.local_stack import _HttpHandler
 
     pool = FakePool()
     handler = type("Handler", (_HttpHandler,), {"gateway": gateway(pool), "quiet": True})

@@ -12,11 +12,11 @@ from helpers.images import png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagegw.catalog import Catalog
 from imagegw.domain import OPERATIONS
 from imagegw.errors import ApiError
-from imagegw.parsing import parse_request
-from imagegw.validation import validate
+from imagegw.request.catalog import Catalog
+from imagegw.request.parsing import parse_request
+from imagegw.request.validation import validate
 
 CATALOG = Catalog.load()
 FIELDS = [

@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 
 from imagegw.api import base_url_of
-from imagegw.catalog import Catalog
-from imagegw.devstack import failed_message_ids, sqs_event
 from imagegw.domain import Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
 from imagegw.errors import (
     InvalidApiKey,
@@ -23,10 +21,12 @@ from imagegw.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from imagegw.jobs.frontend import AsyncJobs, error_of, job_view, prefers_async
-from imagegw.jobs.schema import InputRef, JobMessage, MalformedMessage, parse_body, parse_message
+from imagegw.jobs.messages import InputRef, JobMessage, MalformedMessage, parse_body, parse_message
+from imagegw.jobs.submission import AsyncJobs, error_of, job_view, prefers_async
 from imagegw.jobs.worker import is_final_error, is_final_record
+from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings, SettingsError, required_env_names
+from imagegw_dev.local_stack import failed_message_ids, sqs_event
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 CALLER = Caller(key_hash="h" * 64, key_id="key_0123456789abcdef", display="sk-abc...wxyz")

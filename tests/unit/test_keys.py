@@ -14,9 +14,8 @@ import pytest
 from helpers.aws import create_tables
 from moto import mock_aws
 
-from imagegw import keys as keys_module
-from imagegw.errors import InvalidApiKey, to_error_response
-from imagegw.keys import (
+from imagegw.accounts import keys as keys_module
+from imagegw.accounts.keys import (
     KeyNotFound,
     KeyStore,
     bearer_token,
@@ -26,6 +25,7 @@ from imagegw.keys import (
     new_raw_key,
     public_view,
 )
+from imagegw.errors import InvalidApiKey, to_error_response
 
 KEY_RE = re.compile(r"^sk-[A-Za-z0-9_-]{43}$")
 

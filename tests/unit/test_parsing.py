@@ -12,12 +12,18 @@ import pytest
 from helpers.builders import file, http, json_request, multipart_request
 from helpers.images import jpeg, png
 
-from imagegw import parsing
-from imagegw.catalog import Catalog
 from imagegw.domain import ImageFile, RawRequest
 from imagegw.errors import ApiError, InvalidRequest
-from imagegw.parsing import FetchError, fetch_https, is_public_address, parse_request, resolve_image_urls
-from imagegw.validation import validate
+from imagegw.request import parsing
+from imagegw.request.catalog import Catalog
+from imagegw.request.parsing import (
+    FetchError,
+    fetch_https,
+    is_public_address,
+    parse_request,
+    resolve_image_urls,
+)
+from imagegw.request.validation import validate
 
 CATALOG = Catalog.load()
 PNG = png(64, 64)

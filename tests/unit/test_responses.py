@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from imagegw import responses
+from imagegw.delivery import render as responses
+from imagegw.delivery.render import render
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import RequestTooLarge
-from imagegw.responses import render
 
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><circle r="4"/></svg>'
 

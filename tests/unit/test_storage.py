@@ -7,7 +7,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from imagegw.storage import S3ImageStore, image_key
+from imagegw.delivery.storage import S3ImageStore, image_key
 
 BUCKET = "images-test"
 

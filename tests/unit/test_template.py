@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from imagegw.settings import Settings, all_env_names, env_name, required_env_names
-from imagegw.template import function_properties, load_template, loads_template, resources
+from imagegw_dev.template import function_properties, load_template, loads_template, resources
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
@@ -331,7 +331,7 @@ def test_outputs():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# imagegw.template, the loader the tests and the local stack share
+# imagegw_dev.template, the loader the tests and the local stack share
 
 
 def test_the_loader_reads_short_form_intrinsics_as_cloudformation_does():

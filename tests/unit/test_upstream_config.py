@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from imagegw.catalog import Catalog
+from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings
 from imagegw.upstream import (
     PROVIDER_TYPES,
@@ -17,11 +17,11 @@ from imagegw.upstream import (
     RouteFault,
     RoutesError,
     build_router,
-    local_routes,
     parse_routes,
     shipped_routes_document,
 )
 from imagegw.upstream.config import RoutesSource
+from imagegw_dev.local_routes import local_routes
 
 
 def settings(**kw) -> Settings:

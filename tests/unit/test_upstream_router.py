@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from imagegw.catalog import Catalog
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import InvalidRequest, RequestTooLarge, UpstreamError, UpstreamTimeout
+from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings
 from imagegw.upstream import (
     PROVIDER_TYPES,

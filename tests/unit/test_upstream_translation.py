@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from imagegw.catalog import Catalog
 from imagegw.domain import GeneratedImage, ImageFile, ImageRequest, UpstreamResult
+from imagegw.request.catalog import Catalog
 from imagegw.upstream import PROVIDER_TYPES, parse_routes, shipped_routes_document
 from imagegw.upstream.config import Route
 from imagegw.upstream.translation import finish, fit_to, prepare

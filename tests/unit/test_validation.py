@@ -25,11 +25,11 @@ from helpers.images import (
     webp,
 )
 
-from imagegw.catalog import Catalog
 from imagegw.domain import HttpRequest, ImageRequest
 from imagegw.errors import ApiError
-from imagegw.parsing import FetchError, parse_request, resolve_image_urls
-from imagegw.validation import validate
+from imagegw.request.catalog import Catalog
+from imagegw.request.parsing import FetchError, parse_request, resolve_image_urls
+from imagegw.request.validation import validate
 
 CATALOG = Catalog.load()
 MB = 1024 * 1024

@@ -14,11 +14,10 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 
-from .domain import HttpRequest, Operation
-from .errors import ApiError, NotFound, to_error_response
-from .observability import logger, metrics, tracer
-from .responses import ApiResponse
-from .service import ImageService
+from imagegw.domain import ApiResponse, HttpRequest, Operation
+from imagegw.errors import ApiError, NotFound, to_error_response
+from imagegw.observability import logger, metrics, tracer
+from imagegw.service import ImageService
 
 
 def create_app(service_factory: Callable[[], ImageService]) -> APIGatewayRestResolver:
@@ -158,8 +157,8 @@ def make_api_handler() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The Lambda entry point every API function uses: settings validated once, at cold start."""
     from aws_lambda_powertools.logging import correlation_paths
 
-    from .settings import Settings
-    from .wiring import build_service
+    from imagegw.settings import Settings
+    from imagegw.wiring import build_service
 
     settings = Settings.from_env()
     app = create_app(lambda: build_service(settings))

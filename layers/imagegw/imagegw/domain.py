@@ -29,6 +29,16 @@ class HttpRequest:
 
 
 @dataclass
+class ApiResponse:
+    """What a handler answers: rendered once, by imagegw.api, as the API Gateway proxy response."""
+
+    status: int
+    body: str
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class ImageFile:
     """An input image, identified by its bytes (never by the part's declared Content-Type)."""
 

@@ -7,21 +7,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .accounts import Accounts, Outcome
-from .catalog import Catalog
-from .domain import Caller, HttpRequest, ImageRequest, Operation, UpstreamResult
-from .errors import ApiError, NotFound, ServiceUnavailable, UpstreamTimeout
-from .jobs.frontend import prefers_async
-from .observability import logger
-from .parsing import parse_request, resolve_image_urls
-from .responses import ApiResponse, render
-from .settings import Settings
-from .storage import ImageStore
-from .validation import validate
+from imagegw.accounts.admission import Accounts, Outcome
+from imagegw.delivery.render import render
+from imagegw.delivery.storage import ImageStore
+from imagegw.domain import ApiResponse, Caller, HttpRequest, ImageRequest, Operation, UpstreamResult
+from imagegw.errors import ApiError, NotFound, ServiceUnavailable, UpstreamTimeout
+from imagegw.jobs.submission import prefers_async
+from imagegw.observability import logger
+from imagegw.request.catalog import Catalog
+from imagegw.request.parsing import parse_request, resolve_image_urls
+from imagegw.request.validation import validate
+from imagegw.settings import Settings
 
 if TYPE_CHECKING:
-    from .domain import RawRequest
-    from .jobs.frontend import AsyncJobs
+    from imagegw.domain import RawRequest
+    from imagegw.jobs.submission import AsyncJobs
 
 # Stop upstream work this long before the Lambda itself would be killed, to answer a clean 504.
 LAMBDA_SAFETY_MARGIN_S = 1.5
@@ -87,7 +87,7 @@ class ImageService:
     def _submit_job(
         self, caller: Caller, raw: RawRequest, request: ImageRequest, http: HttpRequest
     ) -> ApiResponse:
-        """Queue the validated request as a job and answer 202 (imagegw.jobs.frontend)."""
+        """Queue the validated request as a job and answer 202 (imagegw.jobs.submission)."""
         if self.jobs is None:
             raise ServiceUnavailable("Asynchronous jobs are not available on this gateway.")
         return self.jobs.submit(caller, raw, request, http)

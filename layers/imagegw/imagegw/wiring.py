@@ -7,18 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from .accounts import Accounts
-from .catalog import Catalog
-from .service import ImageService
-from .settings import Settings
-from .storage import S3ImageStore
-from .upstream import build_router
+from imagegw.accounts.admission import Accounts
+from imagegw.delivery.storage import S3ImageStore
+from imagegw.request.catalog import Catalog
+from imagegw.service import ImageService
+from imagegw.settings import Settings
+from imagegw.upstream import build_router
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-    from .jobs.frontend import AsyncJobs
-    from .jobs.worker import JobWorker
+    from imagegw.jobs.submission import AsyncJobs
+    from imagegw.jobs.worker import JobWorker
 
 
 @cache
@@ -48,8 +48,8 @@ def build_service(settings: Settings) -> ImageService:
 
 
 def build_async_jobs(settings: Settings, catalog: Catalog, store: S3ImageStore) -> AsyncJobs:
-    from .jobs.frontend import AsyncJobs
-    from .jobs.store import JobStore
+    from imagegw.jobs.store import JobStore
+    from imagegw.jobs.submission import AsyncJobs
 
     session = boto_session()
     return AsyncJobs(
@@ -65,9 +65,9 @@ def build_worker(settings: Settings) -> JobWorker:
     """The SQS jobs worker: the same service as the API, plus the job, key and idempotency tables."""
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-    from .jobs.store import CallerLookup, JobStore
-    from .jobs.worker import JobWorker
-    from .keys import KeyStore
+    from imagegw.accounts.keys import KeyStore
+    from imagegw.jobs.store import CallerLookup, JobStore
+    from imagegw.jobs.worker import JobWorker
 
     session = boto_session()
     dynamodb = session.resource("dynamodb")

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from ..domain import Caller
-from ..errors import InvalidApiKey
-from ..keys import KeyNotFound, KeyStore, caller_from_item
+from imagegw.accounts.keys import KeyNotFound, KeyStore, caller_from_item
+from imagegw.domain import Caller
+from imagegw.errors import InvalidApiKey
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 ACTIVE = (QUEUED, RUNNING)

@@ -30,18 +30,17 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idemp
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from botocore.exceptions import ClientError
 
-from ..domain import HttpRequest, ImageFile, ImageRequest, RawRequest
-from ..errors import ApiError, InvalidRequest, RateLimited, RequestTooLarge
-from ..images import sniff_format
-from ..observability import logger, metrics
-from ..parsing import parse_request, resolve_image_urls
-from ..responses import ApiResponse
-from ..service import LAMBDA_SAFETY_MARGIN_S, ImageService
-from ..storage import CONTENT_TYPES, ImageStore
-from ..validation import validate
-from .frontend import asked_response_format, error_of, job_view
-from .schema import VERSION, InputRef, JobMessage, MalformedMessage, parse_body, parse_message
-from .store import FAILED, SUCCEEDED, CallerLookup, JobConflict, JobStore
+from imagegw.delivery.storage import CONTENT_TYPES, ImageStore
+from imagegw.domain import ApiResponse, HttpRequest, ImageFile, ImageRequest, RawRequest
+from imagegw.errors import ApiError, InvalidRequest, RateLimited, RequestTooLarge
+from imagegw.images import sniff_format
+from imagegw.jobs.messages import VERSION, InputRef, JobMessage, MalformedMessage, parse_body, parse_message
+from imagegw.jobs.store import FAILED, SUCCEEDED, CallerLookup, JobConflict, JobStore
+from imagegw.jobs.submission import asked_response_format, error_of, job_view
+from imagegw.observability import logger, metrics
+from imagegw.request.parsing import parse_request, resolve_image_urls
+from imagegw.request.validation import validate
+from imagegw.service import LAMBDA_SAFETY_MARGIN_S, ImageService
 
 IDEMPOTENCY_KEY_PREFIX = "imagegw-job"
 # An input image larger than this is refused before it is read (the largest upstream limit is 50 MB).

@@ -9,7 +9,6 @@ Nothing here calls AWS when built: routes from SSM and credentials from Secrets 
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from collections.abc import Callable
@@ -18,12 +17,25 @@ from typing import TYPE_CHECKING, Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..observability import logger
-from .bedrock import BedrockProvider
-from .config import Route, RoutesConfig, RoutesError, RoutesSource, parse_routes, shipped_routes_document
-from .credentials import Credentials
-from .failures import RouteFault, TransientFailure, UpstreamFailure, UpstreamMalformed, UpstreamRejected
-from .providers import (
+from imagegw.observability import logger
+from imagegw.upstream.bedrock import BedrockProvider
+from imagegw.upstream.config import (
+    Route,
+    RoutesConfig,
+    RoutesError,
+    RoutesSource,
+    parse_routes,
+    shipped_routes_document,
+)
+from imagegw.upstream.credentials import Credentials
+from imagegw.upstream.failures import (
+    RouteFault,
+    TransientFailure,
+    UpstreamFailure,
+    UpstreamMalformed,
+    UpstreamRejected,
+)
+from imagegw.upstream.providers import (
     PROVIDER_TYPES,
     AzureOpenAIProvider,
     OpenAIProvider,
@@ -31,13 +43,13 @@ from .providers import (
     ProviderContext,
     register_provider_type,
 )
-from .resilience import COOLDOWNS, CooldownTracker
-from .router import Router
-from .translation import Plan, UpstreamCall
+from imagegw.upstream.resilience import COOLDOWNS, CooldownTracker
+from imagegw.upstream.router import Router
+from imagegw.upstream.translation import Plan, UpstreamCall
 
 if TYPE_CHECKING:
-    from ..catalog import Catalog
-    from ..settings import Settings
+    from imagegw.request.catalog import Catalog
+    from imagegw.settings import Settings
 
 __all__ = [
     "COOLDOWNS",
@@ -61,7 +73,6 @@ __all__ = [
     "UpstreamMalformed",
     "UpstreamRejected",
     "build_router",
-    "local_routes",
     "new_http_session",
     "parse_routes",
     "register_provider_type",
@@ -122,18 +133,3 @@ def build_router(
     if not source.is_ssm:
         router.table()  # a routes file is local: validate it (and build its providers) at cold start
     return router
-
-
-def local_routes(upstream_url: str, upstream_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """For the local stack: the shipped routes pointed at `upstream_url` (an OpenAI-compatible base URL,
-    with /v1), and the upstream secret's JSON holding `upstream_key` for it."""
-    doc = copy.deepcopy(shipped_routes_document())
-    for provider in doc["providers"].values():
-        if provider.get("type") == "openai":
-            provider["base_url"] = upstream_url.rstrip("/")
-            if upstream_key:
-                provider["credential"] = "openai"
-            else:
-                provider.pop("credential", None)
-    credentials = {"openai": {"api_key": upstream_key}} if upstream_key else {}
-    return doc, credentials

@@ -44,12 +44,12 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..domain import GeneratedImage, ImageFile, Operation, UpstreamResult
-from .config import ProviderConfig, RoutesError
-from .failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
-from .providers import ProviderContext, register_provider_type
-from .translation import fit_to
-from .wire import decode_image_b64, scrub
+from imagegw.domain import GeneratedImage, ImageFile, Operation, UpstreamResult
+from imagegw.upstream.config import ProviderConfig, RoutesError
+from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
+from imagegw.upstream.providers import ProviderContext, register_provider_type
+from imagegw.upstream.translation import fit_to
+from imagegw.upstream.wire import decode_image_b64, scrub
 
 CLIENT_KEY = "bedrock-runtime"
 MIN_SIDE = 320

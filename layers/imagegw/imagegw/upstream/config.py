@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..domain import OPERATIONS, Operation
+from imagegw.domain import OPERATIONS, Operation
 
 SHIPPED_ROUTES = "routes.json"
 SSM_PREFIX = "ssm:"

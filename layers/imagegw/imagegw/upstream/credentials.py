@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..observability import logger
-from .failures import RouteFault
+from imagegw.observability import logger
+from imagegw.upstream.failures import RouteFault
 
 DEFAULT_MAX_AGE_S = 300
 

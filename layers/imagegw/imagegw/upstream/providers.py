@@ -21,11 +21,11 @@ from urllib.parse import quote, urlsplit
 import requests
 import urllib3
 
-from ..domain import GeneratedImage, ImageFile, Operation, UpstreamResult
-from .config import ProviderConfig, RoutesError
-from .credentials import Credentials
-from .failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
-from .wire import check_image, classify_status, parse_json_images, parse_sse_images, scrub
+from imagegw.domain import GeneratedImage, ImageFile, Operation, UpstreamResult
+from imagegw.upstream.config import ProviderConfig, RoutesError
+from imagegw.upstream.credentials import Credentials
+from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
+from imagegw.upstream.wire import check_image, classify_status, parse_json_images, parse_sse_images, scrub
 
 CONNECT_TIMEOUT_S = 3.05
 MAX_BODY_BYTES = 256 * 1024 * 1024

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .config import Route
+from imagegw.upstream.config import Route
 
 
 def backoff_delay(failures: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -8,18 +8,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ..domain import ImageRequest, UpstreamResult
-from ..errors import ApiError, InvalidRequest, RequestTooLarge, UpstreamError, UpstreamTimeout
-from ..observability import logger
-from .config import Route, RoutesConfig, RoutesSource
-from .failures import RouteFault, TransientFailure, UpstreamFailure, UpstreamRejected
-from .providers import PROVIDER_TYPES, Provider, ProviderContext
-from .resilience import CooldownTracker, backoff_delay, order_routes
-from .translation import finish, prepare
-from .wire import scrub
+from imagegw.domain import ImageRequest, UpstreamResult
+from imagegw.errors import ApiError, InvalidRequest, RequestTooLarge, UpstreamError, UpstreamTimeout
+from imagegw.observability import logger
+from imagegw.upstream.config import Route, RoutesConfig, RoutesSource
+from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamFailure, UpstreamRejected
+from imagegw.upstream.providers import PROVIDER_TYPES, Provider, ProviderContext
+from imagegw.upstream.resilience import CooldownTracker, backoff_delay, order_routes
+from imagegw.upstream.translation import finish, prepare
+from imagegw.upstream.wire import scrub
 
 if TYPE_CHECKING:
-    from ..catalog import Catalog
+    from imagegw.request.catalog import Catalog
 
 # Stop this long before the caller's deadline: time to decode, resize and hand the result back.
 DEADLINE_MARGIN_S = 0.25

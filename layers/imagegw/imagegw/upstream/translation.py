@@ -18,14 +18,14 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ..catalog import GATEWAY_PARAMS
-from ..domain import ImageFile, ImageRequest, Operation, UpstreamResult
-from ..errors import ModelNotFound
-from .config import Route
-from .failures import UpstreamMalformed
+from imagegw.domain import ImageFile, ImageRequest, Operation, UpstreamResult
+from imagegw.errors import ModelNotFound
+from imagegw.request.catalog import GATEWAY_PARAMS
+from imagegw.upstream.config import Route
+from imagegw.upstream.failures import UpstreamMalformed
 
 if TYPE_CHECKING:
-    from ..catalog import Catalog, ModelSpec
+    from imagegw.request.catalog import Catalog, ModelSpec
 
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
 STREAM_PARAMS = ("partial_images",)

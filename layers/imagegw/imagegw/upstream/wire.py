@@ -15,9 +15,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..domain import GeneratedImage, UpstreamResult
-from ..images import sniff_output_format
-from .failures import RouteFault, TransientFailure, UpstreamFailure, UpstreamMalformed, UpstreamRejected
+from imagegw.domain import GeneratedImage, UpstreamResult
+from imagegw.images import sniff_output_format
+from imagegw.upstream.failures import (
+    RouteFault,
+    TransientFailure,
+    UpstreamFailure,
+    UpstreamMalformed,
+    UpstreamRejected,
+)
 
 META_KEYS = ("background", "output_format", "quality", "size")
 MAX_RETRY_AFTER_S = 120.0

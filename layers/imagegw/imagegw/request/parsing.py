@@ -18,9 +18,9 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from .catalog import Catalog
-from .domain import HttpRequest, ImageFile, Operation, RawRequest
-from .errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from imagegw.domain import HttpRequest, ImageFile, Operation, RawRequest
+from imagegw.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from imagegw.request.catalog import Catalog
 
 # The body as the handler receives it (already base64-decoded). A guard: AWS Lambda refuses events over
 # 6 MB, so behind API Gateway a body this large never arrives (its INTEGRATION_FAILURE answer says why).
@@ -99,7 +99,7 @@ def _parse_json(operation: Operation, body: bytes) -> RawRequest:
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise InvalidRequest(_INVALID_JSON, code="invalid_json") from None
     if not isinstance(data, dict):
-        from .validation import type_name
+        from imagegw.request.validation import type_name
 
         raise InvalidRequest(
             f"Invalid type for request body: expected an object, but got {type_name(data)} instead.",
@@ -195,7 +195,7 @@ def _bad_data_url(name: str) -> InvalidRequest:
 
 
 def _ref_type(name: str, expected: str, value: Any) -> InvalidRequest:
-    from .validation import invalid_type  # validation imports this module: imported on use
+    from imagegw.request.validation import invalid_type  # validation imports this module: imported on use
 
     return invalid_type(name, expected, value)
 
@@ -342,7 +342,7 @@ def _disposition(raw: bytes) -> tuple[str, str | None]:
 
 def _looks_like_file(declared: str, content: bytes) -> bool:
     """A part without a filename is still a file if its type says so or its bytes are an image."""
-    from .images import sniff_format
+    from imagegw.images import sniff_format
 
     if declared and not declared.startswith("text/"):
         return True
@@ -388,7 +388,7 @@ def resolve_image_urls(
     ]
     if not pending:
         return raw
-    from .validation import check_image_count, choose_model
+    from imagegw.request.validation import check_image_count, choose_model
 
     spec = choose_model(raw, catalog or Catalog.load())
     inputs = spec.inputs_for(raw.operation)
@@ -447,7 +447,7 @@ def fetch_https(url: str, max_bytes: int = DEFAULT_FETCH_LIMIT, *, timeout: floa
     """GET an image over https, connecting only to public addresses (checked after DNS resolution, and
     pinned so the TLS connection goes to the address that was checked), within `timeout` seconds overall,
     at most `max_bytes`, following up to 3 redirects (each checked again). The body must be an image."""
-    from .images import sniff_format
+    from imagegw.images import sniff_format
 
     deadline = time.monotonic() + timeout
     for _ in range(MAX_REDIRECTS + 1):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .template import load_template, resources
+from imagegw_dev.template import load_template, resources
 
 REGION = "us-east-1"
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
@@ -726,7 +726,7 @@ class LocalStack:
     def start(self) -> LocalStack:
         from moto.server import ThreadedMotoServer
 
-        from .emulator import Emulator
+        from imagegw_dev.emulator import Emulator
 
         template = load_template(self.root / "template.yaml")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-call access log drowns ours
@@ -745,7 +745,7 @@ class LocalStack:
             self._stoppers.append(self.emulator.stop)
             upstream_url = self.emulator.base_url + "/v1"
 
-        from .upstream import local_routes
+        from imagegw_dev.local_routes import local_routes
 
         routes_doc, credentials = local_routes(upstream_url, upstream_key)
         self.resources = create_resources(template, endpoint, credentials)
@@ -794,7 +794,7 @@ class LocalStack:
     def _seed_key(self) -> None:
         import boto3
 
-        from .keys import KeyStore
+        from imagegw.accounts.keys import KeyStore
 
         assert self.resources is not None
         table = boto3.resource("dynamodb").Table(self.resources.tables["KeysTable"])

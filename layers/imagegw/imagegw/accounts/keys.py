@@ -35,8 +35,8 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from .domain import Caller
-from .errors import InvalidApiKey
+from imagegw.domain import Caller
+from imagegw.errors import InvalidApiKey
 
 KEY_PREFIX = "sk-"
 KEY_ID_INDEX = "by_key_id"

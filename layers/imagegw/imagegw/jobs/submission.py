@@ -19,16 +19,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..catalog import Catalog
-from ..domain import Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
-from ..errors import InvalidRequest, NotFound, RequestTooLarge, ServiceUnavailable, to_error_response
-from ..images import sniff_format
-from ..observability import logger
-from ..parsing import resolve_image_urls
-from ..responses import ApiResponse
-from ..storage import ImageStore
-from .schema import JOB_ID_RE, MAX_MESSAGE_BYTES, InputRef, JobMessage
-from .store import FAILED, SUCCEEDED, JobStore
+from imagegw.delivery.storage import ImageStore
+from imagegw.domain import ApiResponse, Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
+from imagegw.errors import InvalidRequest, NotFound, RequestTooLarge, ServiceUnavailable, to_error_response
+from imagegw.images import sniff_format
+from imagegw.jobs.messages import JOB_ID_RE, MAX_MESSAGE_BYTES, InputRef, JobMessage
+from imagegw.jobs.store import FAILED, SUCCEEDED, JobStore
+from imagegw.observability import logger
+from imagegw.request.catalog import Catalog
+from imagegw.request.parsing import resolve_image_urls
 
 JOB_OBJECT = "image.job"
 # GET adds b64_json only up to this many image bytes in total (base64 adds a third; Lambda answers <= 6 MB).

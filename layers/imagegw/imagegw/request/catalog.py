@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelNotFound
+from imagegw.errors import ModelNotFound
 
 DEFAULT_PATH = Path(__file__).with_name("models.json")
 

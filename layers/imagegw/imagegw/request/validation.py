@@ -22,10 +22,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .catalog import Catalog, ImageLimits, Inputs, MaskLimits, ModelSpec, ParamSpec, SizeRule
-from .domain import ImageFile, ImageRequest, RawRequest
-from .errors import ApiError, InvalidRequest, ModelNotFound, UnsupportedMediaType
-from .images import MAX_PIXELS, ImageTooLarge, ImageUnreadable, mimetype_of, probe, sniff_format
+from imagegw.domain import ImageFile, ImageRequest, RawRequest
+from imagegw.errors import ApiError, InvalidRequest, ModelNotFound, UnsupportedMediaType
+from imagegw.images import MAX_PIXELS, ImageTooLarge, ImageUnreadable, mimetype_of, probe, sniff_format
+from imagegw.request.catalog import Catalog, ImageLimits, Inputs, MaskLimits, ModelSpec, ParamSpec, SizeRule
 
 _INT_TEXT = re.compile(r"[+-]?\d{1,18}")
 _SIZE = re.compile(r"([1-9]\d{0,4})x([1-9]\d{0,4})")

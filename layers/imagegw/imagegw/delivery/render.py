@@ -5,26 +5,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from .domain import ImageRequest, UpstreamResult
-from .errors import RequestTooLarge
-from .images import sniff_output_format
-from .storage import ImageStore, image_key
+from imagegw.delivery.storage import ImageStore, image_key
+from imagegw.domain import ApiResponse, ImageRequest, UpstreamResult
+from imagegw.errors import RequestTooLarge
+from imagegw.images import sniff_output_format
 
 # Lambda's synchronous response limit is 6 MB including the envelope; keep a margin for headers.
 MAX_SYNC_BODY_BYTES = 6 * 1024 * 1024 - 64 * 1024
 
 GPT_TOP_LEVEL = ("background", "output_format", "quality", "size")
-
-
-@dataclass
-class ApiResponse:
-    status: int
-    body: str
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def render(

@@ -26,14 +26,14 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
-from .domain import Caller, ImageRequest, UpstreamResult
-from .errors import ApiError, ModelNotAllowed
-from .keys import KeyStore
-from .observability import logger
-from .pricing import Cost, PriceTable
-from .quota import QuotaLedger, RateLimiter
-from .settings import Settings
-from .usage import UsageEvent, UsageRecorder
+from imagegw.accounts.keys import KeyStore
+from imagegw.accounts.pricing import Cost, PriceTable
+from imagegw.accounts.quota import QuotaLedger, RateLimiter
+from imagegw.accounts.usage import UsageEvent, UsageRecorder
+from imagegw.domain import Caller, ImageRequest, UpstreamResult
+from imagegw.errors import ApiError, ModelNotAllowed
+from imagegw.observability import logger
+from imagegw.settings import Settings
 
 # Settle's writes other than the first. A Lambda container serves one request at a time (two threads are
 # ever started there); the local stack runs several containers in one process. Threads start on demand.

@@ -26,13 +26,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def emulator(argv: list[str]) -> int:
-    from .emulator import main as emulator_main
+    from imagegw_dev.emulator import main as emulator_main
 
     return emulator_main(argv)
 
 
 def keys(argv: list[str]) -> int:
-    from .admin import main as admin_main
+    from imagegw_dev.admin import main as admin_main
 
     return admin_main(argv)
 
@@ -55,7 +55,7 @@ def dev(argv: list[str]) -> int:
 
     from pathlib import Path
 
-    from .devstack import LocalStack, StackConfig
+    from imagegw_dev.local_stack import LocalStack, StackConfig
 
     base_url = os.environ.get("IMAGEGW_UPSTREAM_BASE_URL") or None
     upstream_key = os.environ.get("IMAGEGW_UPSTREAM_API_KEY") or None

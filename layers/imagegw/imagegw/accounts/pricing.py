@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .domain import UpstreamResult
+from imagegw.domain import UpstreamResult
 
 # Amounts in cents are kept to a millionth of a cent: exact in DynamoDB, far below any real price.
 CENT_QUANTUM = Decimal("0.000001")

@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..domain import OPERATIONS, Operation
-from ..errors import InvalidRequest
+from imagegw.domain import OPERATIONS, Operation
+from imagegw.errors import InvalidRequest
 
 VERSION = 1
 # SQS's own limit is 1 MiB; keep room for message attributes.

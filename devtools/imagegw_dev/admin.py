@@ -28,8 +28,8 @@ from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .keys import KeyNotFound, KeyStore, public_view
-from .usage import COUNTERS, UsageReader, day_range, totals
+from imagegw.accounts.keys import KeyNotFound, KeyStore, public_view
+from imagegw.accounts.usage import COUNTERS, UsageReader, day_range, totals
 
 LOCAL_STATE = Path(".imagegw") / "local.json"
 DAY_SECONDS = 86_400

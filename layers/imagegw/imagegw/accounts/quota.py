@@ -26,9 +26,9 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from .domain import Caller
-from .errors import InvalidApiKey, QuotaExceeded, RateLimited
-from .keys import caller_from_item
+from imagegw.accounts.keys import caller_from_item
+from imagegw.domain import Caller
+from imagegw.errors import InvalidApiKey, QuotaExceeded, RateLimited
 
 QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
 RATE_WINDOW_SECONDS = 60
