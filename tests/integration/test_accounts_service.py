@@ -41,7 +41,7 @@ def png() -> bytes:
     return buffer.getvalue()
 
 
-class FakeRouter:
+class FakeUpstream:
     def __init__(self) -> None:
         self.calls = 0
         self.fail = False
@@ -87,7 +87,7 @@ def service(dynamodb):
         settings=SETTINGS,
         catalog=Catalog.load(),
         accounts=Accounts.from_settings(SETTINGS, dynamodb),
-        router=FakeRouter(),
+        upstream=FakeUpstream(),
         store=MemoryStore(),
     )
 
@@ -114,7 +114,7 @@ def test_success_is_metered(service, dynamodb):
     assert (row["requests"], row["images"], row["cost_cents"]) == (1, 2, Decimal("3.2"))  # 2 x $0.016
     (log,) = reader.log(new.key_id, day)
     assert log["pk"] == f"log#{new.key_id}#{day_of(time.time())}"
-    assert (log["request_id"], log["status"], log["route"], log["upstream_route"]) == (
+    assert (log["request_id"], log["status"], log["operation"], log["upstream_route"]) == (
         "req_1",
         200,
         "generations",
@@ -124,11 +124,11 @@ def test_success_is_metered(service, dynamodb):
 
 def test_upstream_failure_refunds(service, dynamodb):
     new = KeyStore(dynamodb.Table("keys")).create("svc", quota_images=2)
-    service.router.fail = True
+    service.upstream.fail = True
     with pytest.raises(UpstreamError):
         call(service, new.raw_key, BODY)
     assert KeyStore(dynamodb.Table("keys")).get(new.key_id)["used_images"] == 0
-    service.router.fail = False
+    service.upstream.fail = False
     assert call(service, new.raw_key, BODY).status == 200  # the whole quota is still there
 
 
@@ -148,4 +148,4 @@ def test_refusals_never_reach_the_upstream(service, dynamodb):
     for raw, error in cases:
         with pytest.raises(error):
             call(service, raw, BODY)
-    assert service.router.calls == 0
+    assert service.upstream.calls == 0

@@ -255,7 +255,7 @@ def succeeded(response_format: str, size: int = 40) -> dict[str, Any]:
 def test_a_succeeded_job_has_fresh_urls_and_b64_only_when_asked_and_small():
     store = FakeStore()
     store.objects["images/2026/11/28/job_1/0.png"] = PNG
-    asked_b64 = job_view(succeeded("b64_json"), store)
+    asked_b64 = job_view(succeeded("b64_json"), store).to_dict()
     assert asked_b64 == {
         "id": "job_1",
         "object": "image.job",
@@ -280,8 +280,8 @@ def test_a_succeeded_job_has_fresh_urls_and_b64_only_when_asked_and_small():
         },
         "error": None,
     }
-    assert "b64_json" not in job_view(succeeded("url"), store)["result"]["data"][0]
-    too_big = job_view(succeeded("b64_json", size=5 * 1024 * 1024), store)
+    assert "b64_json" not in job_view(succeeded("url"), store).to_dict()["result"]["data"][0]
+    too_big = job_view(succeeded("b64_json", size=5 * 1024 * 1024), store).to_dict()
     assert list(too_big["result"]["data"][0]) == ["url"]
 
 
@@ -300,14 +300,16 @@ def test_a_failed_job_shows_its_error_and_never_its_owner():
         },
         "last_error": {"status": 502},
     }
-    view = job_view(record, FakeStore())
+    view = job_view(record, FakeStore()).to_dict()
     assert view["status"] == "failed" and view["result"] is None
     assert view["error"]["code"] == "upstream_error"
     assert "key_id" not in json.dumps(view) and "last_error" not in view
 
 
 def test_a_retrying_job_shows_no_error_yet():
-    view = job_view({"job_id": "job_3", "status": "queued", "last_error": {"status": 502}}, FakeStore())
+    view = job_view(
+        {"job_id": "job_3", "status": "queued", "last_error": {"status": 502}}, FakeStore()
+    ).to_dict()
     assert view["status"] == "queued" and view["error"] is None and view["result"] is None
 
 

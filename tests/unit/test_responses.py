@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from imagegw.delivery import render as responses
-from imagegw.delivery.render import render
+from imagegw.delivery.render import deliver
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import RequestTooLarge
 
@@ -52,10 +52,10 @@ class MemoryStore:
 
 
 def run(request: ImageRequest, result: UpstreamResult, store: MemoryStore | None = None) -> Any:
-    response, _ = render(
+    delivery = deliver(
         request, result, store=store or MemoryStore(), request_id="req_1", created=100, gpt_model=True
     )
-    return response
+    return delivery.response
 
 
 def events(body: str) -> list[dict[str, Any]]:
@@ -150,7 +150,7 @@ def test_a_failed_put_leaves_no_objects_behind():
     request = ImageRequest("generations", "dall-e-2", {"prompt": "p", "n": 3, "response_format": "url"})
     result = UpstreamResult(images=[GeneratedImage(png()) for _ in range(3)])
     with pytest.raises(OSError):
-        render(request, result, store=store, request_id="req_1", created=100, gpt_model=False)
+        deliver(request, result, store=store, request_id="req_1", created=100, gpt_model=False)
     assert store.objects == {}
 
 
@@ -160,5 +160,5 @@ def test_an_answer_over_lambdas_limit_leaves_no_objects_behind(monkeypatch):
     request = ImageRequest("generations", "dall-e-2", {"prompt": "p", "n": 2, "response_format": "url"})
     result = UpstreamResult(images=[GeneratedImage(png(), revised_prompt="x" * 200) for _ in range(2)])
     with pytest.raises(RequestTooLarge):
-        render(request, result, store=store, request_id="req_1", created=100, gpt_model=False)
+        deliver(request, result, store=store, request_id="req_1", created=100, gpt_model=False)
     assert store.objects == {}

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from imagegw.accounts.admission import Accounts, Outcome
-from imagegw.delivery.render import render
+from imagegw.delivery.render import Delivery, deliver
 from imagegw.delivery.storage import ImageStore
 from imagegw.domain import ApiResponse, Caller, HttpRequest, ImageRequest, Operation, UpstreamResult
 from imagegw.errors import ApiError, NotFound, ServiceUnavailable, UpstreamTimeout
 from imagegw.jobs.submission import prefers_async
 from imagegw.observability import logger
 from imagegw.request.catalog import Catalog
-from imagegw.request.parsing import parse_request, resolve_image_urls
+from imagegw.request.image_urls import resolve_image_urls
+from imagegw.request.parsing import parse_request
 from imagegw.request.validation import validate
 from imagegw.settings import Settings
 
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 LAMBDA_SAFETY_MARGIN_S = 1.5
 
 
-class Router(Protocol):
+class Upstream(Protocol):
+    """What the pipeline needs of the upstream side (imagegw.upstream.router.Router)."""
+
     def call(self, request: ImageRequest, *, deadline: float) -> UpstreamResult: ...
 
 
@@ -36,7 +39,7 @@ class ImageService:
     settings: Settings
     catalog: Catalog
     accounts: Accounts
-    router: Router
+    upstream: Upstream
     store: ImageStore
     clock: Callable[[], float] = time.time
     jobs: AsyncJobs | None = None  # `Prefer: respond-async` and GET /v1/images/jobs/{id}
@@ -54,19 +57,18 @@ class ImageService:
         deadline = time.monotonic() + min(
             self.settings.sync_deadline_seconds, remaining_ms() / 1000 - LAMBDA_SAFETY_MARGIN_S
         )
-        return self.execute(caller, request, http.request_id, deadline)
+        return self.execute(caller, request, http.request_id, deadline).response
 
-    def execute(self, caller: Caller, request: ImageRequest, request_id: str, deadline: float) -> ApiResponse:
+    def execute(self, caller: Caller, request: ImageRequest, request_id: str, deadline: float) -> Delivery:
         """Admit, call the upstream, answer; quota is refunded and stored objects removed on any failure."""
         started = time.monotonic()
         admission = self.accounts.admit(caller, request, request_id)
-        stored: list[str] = []
         result: UpstreamResult | None = None
         try:
             if deadline <= time.monotonic():
                 raise UpstreamTimeout("The request ran out of time before the upstream could be called.")
-            result = self.router.call(request, deadline=deadline)
-            response, stored = render(
+            result = self.upstream.call(request, deadline=deadline)
+            delivery = deliver(
                 request,
                 result,
                 store=self.store,
@@ -75,14 +77,13 @@ class ImageService:
                 gpt_model=self.catalog.get(request.model).gpt,
             )
         except BaseException as exc:
-            self._safe_delete(stored)
             status = exc.status if isinstance(exc, ApiError) else 500
             code = exc.code if isinstance(exc, ApiError) else "internal_error"
             self.accounts.settle(admission, Outcome(status, _ms_since(started), None, code))
             raise
         self.accounts.settle(admission, Outcome(200, _ms_since(started), result))
         logger.append_keys(upstream_route=result.route)
-        return response
+        return delivery
 
     def _submit_job(
         self, caller: Caller, raw: RawRequest, request: ImageRequest, http: HttpRequest
@@ -98,12 +99,6 @@ class ImageService:
         if self.jobs is None:
             raise NotFound(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
         return self.jobs.status(caller, job_id)
-
-    def _safe_delete(self, keys: list[str]) -> None:
-        try:
-            self.store.delete(keys)
-        except Exception:
-            logger.exception("could not delete stored images after a failure", extra={"count": len(keys)})
 
 
 def _ms_since(started: float) -> int:

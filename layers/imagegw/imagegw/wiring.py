@@ -36,7 +36,7 @@ def build_service(settings: Settings) -> ImageService:
         settings=settings,
         catalog=catalog,
         accounts=Accounts.from_settings(settings, dynamodb),
-        router=build_router(
+        upstream=build_router(
             settings,
             catalog,
             secrets_client=session.client("secretsmanager"),

@@ -13,12 +13,13 @@ the job record lists the keys, and every GET signs fresh 60-minute URLs. When th
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
+from imagegw.delivery.outputs import Image, ImagesResponse, Job, JobAccepted
+from imagegw.delivery.render import json_body
 from imagegw.delivery.storage import ImageStore
 from imagegw.domain import ApiResponse, Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
 from imagegw.errors import InvalidRequest, NotFound, RequestTooLarge, ServiceUnavailable, to_error_response
@@ -27,9 +28,8 @@ from imagegw.jobs.messages import JOB_ID_RE, MAX_MESSAGE_BYTES, InputRef, JobMes
 from imagegw.jobs.store import FAILED, SUCCEEDED, JobStore
 from imagegw.observability import logger
 from imagegw.request.catalog import Catalog
-from imagegw.request.parsing import resolve_image_urls
+from imagegw.request.image_urls import resolve_image_urls
 
-JOB_OBJECT = "image.job"
 # GET adds b64_json only up to this many image bytes in total (base64 adds a third; Lambda answers <= 6 MB).
 INLINE_B64_MAX_BYTES = 3 * 1024 * 1024
 
@@ -89,23 +89,7 @@ class AsyncJobs:
         if any(img.source_url and not img.data for img in files if img is not None):
             resolve_image_urls(raw, catalog=self._catalog)  # JSON edits: fetched now, stored as inputs
         job_id = new_job_id()
-        stem = time.strftime(f"inputs/%Y/%m/%d/{job_id}", time.gmtime(self._clock()))
-        images = [(self._input_ref(f"{stem}/{i}", image), image) for i, image in enumerate(raw.images)]
-        overlays = {
-            name: (self._input_ref(f"{stem}/{name}", file), file)
-            for name, file in (("mask", raw.mask), ("markup", raw.markup))
-            if file is not None
-        }
-        uploads = [*images, *overlays.values()]
-        message = JobMessage(
-            job_id=job_id,
-            operation=request.operation,
-            request=request_fields(raw),
-            key_id=caller.key_id,
-            images=tuple(ref for ref, _ in images),
-            mask=overlays["mask"][0] if "mask" in overlays else None,
-            markup=overlays["markup"][0] if "markup" in overlays else None,
-        )
+        message, uploads = self._message(job_id, caller, raw, request)
         body = message.dumps()
         if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
             raise RequestTooLarge("The job's parameters are over the 1 MiB limit of a queued job.")
@@ -126,6 +110,40 @@ class AsyncJobs:
         except BaseException:
             self._discard(stored, job_id)
             raise
+        self._queue(job_id, body, stored)
+        logger.info(
+            "job queued", extra={"job_id": job_id, "model": request.model, "operation": request.operation}
+        )
+        status_url = f"{http.base_url}/v1/images/jobs/{job_id}"
+        answer = JobAccepted(job_id, status_url, record["created"], request.model, request.operation)
+        return ApiResponse(
+            202, json_body(answer), headers={"Preference-Applied": "respond-async", "Location": status_url}
+        )
+
+    def _message(
+        self, job_id: str, caller: Caller, raw: RawRequest, request: ImageRequest
+    ) -> tuple[JobMessage, list[tuple[InputRef, ImageFile]]]:
+        """The job message, and the input files to store under `inputs/<yyyy>/<mm>/<dd>/<job_id>/`."""
+        stem = time.strftime(f"inputs/%Y/%m/%d/{job_id}", time.gmtime(self._clock()))
+        images = [(self._input_ref(f"{stem}/{i}", image), image) for i, image in enumerate(raw.images)]
+        overlays = {
+            name: (self._input_ref(f"{stem}/{name}", file), file)
+            for name, file in (("mask", raw.mask), ("markup", raw.markup))
+            if file is not None
+        }
+        message = JobMessage(
+            job_id=job_id,
+            operation=request.operation,
+            request=request_fields(raw),
+            key_id=caller.key_id,
+            images=tuple(ref for ref, _ in images),
+            mask=overlays["mask"][0] if "mask" in overlays else None,
+            markup=overlays["markup"][0] if "markup" in overlays else None,
+        )
+        return message, [*images, *overlays.values()]
+
+    def _queue(self, job_id: str, body: str, stored: list[str]) -> None:
+        """Send the job message; a job that could not be queued is failed and its inputs removed."""
         try:
             self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=body)
         except Exception as exc:
@@ -137,31 +155,13 @@ class AsyncJobs:
                 logger.exception("could not mark the unqueued job failed", extra={"job_id": job_id})
             self._discard(stored, job_id)
             raise unavailable from exc
-        logger.info(
-            "job queued", extra={"job_id": job_id, "model": request.model, "operation": request.operation}
-        )
-        status_url = f"{http.base_url}/v1/images/jobs/{job_id}"
-        answer = {
-            "id": job_id,
-            "object": JOB_OBJECT,
-            "status": "queued",
-            "status_url": status_url,
-            "created": record["created"],
-            "model": request.model,
-            "operation": request.operation,
-        }
-        return ApiResponse(
-            202,
-            json.dumps(answer, separators=(",", ":")),
-            headers={"Preference-Applied": "respond-async", "Location": status_url},
-        )
 
     def status(self, caller: Caller, job_id: str) -> ApiResponse:
         record = self._jobs.get(job_id) if JOB_ID_RE.fullmatch(job_id or "") else None
         # Another key's job is answered exactly like a job that does not exist.
         if record is None or record.get("key_id") != caller.key_id:
             raise NotFound(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
-        return ApiResponse(200, json.dumps(job_view(record, self._store), separators=(",", ":")))
+        return ApiResponse(200, json_body(job_view(record, self._store)))
 
     def _discard(self, keys: list[str], job_id: str) -> None:
         """Inputs of a job that was never queued: no worker will read them (best effort)."""
@@ -182,39 +182,49 @@ def request_fields(raw: RawRequest) -> dict[str, Any]:
     return dict(raw.fields)
 
 
-def job_view(
-    record: dict[str, Any], store: ImageStore, inline_b64_max: int = INLINE_B64_MAX_BYTES
-) -> dict[str, Any]:
+def job_view(record: dict[str, Any], store: ImageStore, inline_b64_max: int = INLINE_B64_MAX_BYTES) -> Job:
     """A job as GET /v1/images/jobs/{id} answers it: fresh URLs, never S3 keys or the owner."""
     status = record.get("status")
     result = record.get("result") if status == SUCCEEDED else None
-    view_result: dict[str, Any] | None = None
-    if result:
-        images = result.get("images") or []
-        inline = record.get("response_format") == "b64_json" and (
-            sum(int(img.get("bytes", 0)) for img in images) <= inline_b64_max
+    return Job(
+        id=record["job_id"],
+        status=str(status),
+        created=record.get("created"),
+        updated=record.get("updated"),
+        started=record.get("started"),
+        finished=record.get("finished"),
+        model=record.get("model"),
+        operation=record.get("operation"),
+        result=_stored_result(result, record.get("response_format"), store, inline_b64_max)
+        if result
+        else None,
+        error=record.get("error") if status == FAILED else None,
+    )
+
+
+def _stored_result(
+    result: dict[str, Any], response_format: str | None, store: ImageStore, inline_b64_max: int
+) -> ImagesResponse:
+    """A succeeded job's result as an ImagesResponse, from the S3 keys its record keeps."""
+    images = result.get("images") or []
+    inline = (
+        response_format == "b64_json" and sum(int(img.get("bytes", 0)) for img in images) <= inline_b64_max
+    )
+    data = [
+        Image(
+            url=store.presign(image["key"]),
+            b64_json=base64.b64encode(store.get(image["key"])).decode("ascii") if inline else None,
+            revised_prompt=image.get("revised_prompt") or None,
         )
-        data = []
-        for image in images:
-            item: dict[str, Any] = {"url": store.presign(image["key"])}
-            if inline:
-                item["b64_json"] = base64.b64encode(store.get(image["key"])).decode("ascii")
-            if image.get("revised_prompt"):
-                item["revised_prompt"] = image["revised_prompt"]
-            data.append(item)
-        view_result = {"created": result.get("created"), "data": data, **(result.get("meta") or {})}
-        if result.get("usage") is not None:
-            view_result["usage"] = result["usage"]
-    return {
-        "id": record["job_id"],
-        "object": JOB_OBJECT,
-        "status": status,
-        "created": record.get("created"),
-        "updated": record.get("updated"),
-        "started": record.get("started"),
-        "finished": record.get("finished"),
-        "model": record.get("model"),
-        "operation": record.get("operation"),
-        "result": view_result,
-        "error": record.get("error") if status == FAILED else None,
-    }
+        for image in images
+    ]
+    meta = result.get("meta") or {}
+    return ImagesResponse(
+        created=result.get("created"),  # type: ignore[arg-type]
+        data=data,
+        background=meta.get("background"),
+        output_format=meta.get("output_format"),
+        quality=meta.get("quality"),
+        size=meta.get("size"),
+        usage=result.get("usage"),
+    )

@@ -22,7 +22,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -30,15 +30,18 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idemp
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from botocore.exceptions import ClientError
 
-from imagegw.delivery.storage import CONTENT_TYPES, ImageStore
-from imagegw.domain import ApiResponse, HttpRequest, ImageFile, ImageRequest, RawRequest
+from imagegw.delivery.outputs import ImagesResponse
+from imagegw.delivery.render import Delivery
+from imagegw.delivery.storage import CONTENT_TYPES
+from imagegw.domain import HttpRequest, ImageFile, ImageRequest, RawRequest
 from imagegw.errors import ApiError, InvalidRequest, RateLimited, RequestTooLarge
 from imagegw.images import sniff_format
 from imagegw.jobs.messages import VERSION, InputRef, JobMessage, MalformedMessage, parse_body, parse_message
 from imagegw.jobs.store import FAILED, SUCCEEDED, CallerLookup, JobConflict, JobStore
 from imagegw.jobs.submission import asked_response_format, error_of, job_view
 from imagegw.observability import logger, metrics
-from imagegw.request.parsing import parse_request, resolve_image_urls
+from imagegw.request.image_urls import resolve_image_urls
+from imagegw.request.parsing import parse_request
 from imagegw.request.validation import validate
 from imagegw.service import LAMBDA_SAFETY_MARGIN_S, ImageService
 
@@ -168,10 +171,8 @@ class JobWorker:
             self.jobs.start(
                 job_id, message.key_id, attempt=receive_count, model=request.model, response_format=asked
             )
-            recorder = RecordingStore(self.service.store)
             deadline = time.monotonic() + remaining_ms() / 1000 - LAMBDA_SAFETY_MARGIN_S
-            response = replace(self.service, store=recorder).execute(caller, request, job_id, deadline)
-            result = job_result(response, recorder.stored)
+            result = job_result(self.service.execute(caller, request, job_id, deadline))
         except JobConflict:
             logger.info("job finished elsewhere while this attempt started")
             return {"job_id": job_id, "status": "skipped"}
@@ -211,7 +212,7 @@ class JobWorker:
             record = self.jobs.get(message.job_id)
             if record is None:
                 return
-            body = {"version": VERSION, **job_view(record, self.service.store)}
+            body = {"version": VERSION, **job_view(record, self.service.store).to_dict()}
             self.sqs_client.send_message(QueueUrl=message.reply_queue_url, MessageBody=json.dumps(body))
         except Exception:
             logger.exception("could not announce the job's result to its reply queue")
@@ -282,41 +283,22 @@ class JobWorker:
         return data
 
 
-class RecordingStore:
-    """The service's image store, remembering what one job wrote (keys, sizes, formats)."""
-
-    def __init__(self, inner: ImageStore) -> None:
-        self._inner = inner
-        self.stored: list[dict[str, Any]] = []
-
-    def put_image(self, key: str, data: bytes, fmt: str) -> None:
-        self._inner.put_image(key, data, fmt)
-        self.stored.append({"key": key, "bytes": len(data), "format": fmt})
-
-    def presign(self, key: str) -> str:
-        return self._inner.presign(key)
-
-    def get(self, key: str) -> bytes:
-        return self._inner.get(key)
-
-    def delete(self, keys: list[str]) -> None:
-        self._inner.delete(keys)
-
-
-def job_result(response: ApiResponse, stored: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the job record keeps of a url-mode response: S3 keys instead of the (expiring) URLs."""
-    body = json.loads(response.body)
+def job_result(delivery: Delivery) -> dict[str, Any]:
+    """What the job record keeps of a url-mode answer: S3 keys instead of the (expiring) URLs."""
+    answer = delivery.answer
+    assert isinstance(answer, ImagesResponse)  # jobs never stream (validated before the upstream call)
     images = []
-    for item, saved in zip(body.get("data") or [], stored, strict=True):
-        image = dict(saved)
-        if item.get("revised_prompt"):
-            image["revised_prompt"] = item["revised_prompt"]
+    for item, saved in zip(answer.data, delivery.stored, strict=True):
+        image: dict[str, Any] = {"key": saved.key, "bytes": saved.bytes, "format": saved.format}
+        if item.revised_prompt:
+            image["revised_prompt"] = item.revised_prompt
         images.append(image)
+    meta = {k: getattr(answer, k) for k in ("background", "output_format", "quality", "size")}
     result: dict[str, Any] = {
-        "created": body.get("created"),
+        "created": answer.created,
         "images": images,
-        "meta": {k: body[k] for k in ("background", "output_format", "quality", "size") if k in body},
+        "meta": {k: v for k, v in meta.items() if v is not None},
     }
-    if body.get("usage") is not None:
-        result["usage"] = body["usage"]
+    if answer.usage is not None:
+        result["usage"] = answer.usage
     return result
