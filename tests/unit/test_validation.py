@@ -28,7 +28,8 @@ from helpers.images import (
 from imagegw.domain import HttpRequest, ImageRequest
 from imagegw.errors import ApiError
 from imagegw.request.catalog import Catalog
-from imagegw.request.parsing import FetchError, parse_request, resolve_image_urls
+from imagegw.request.image_urls import FetchError, resolve_image_urls
+from imagegw.request.parsing import parse_request
 from imagegw.request.validation import validate
 
 CATALOG = Catalog.load()

@@ -51,7 +51,7 @@ class ImageFile:
     height: int = 0
     mode: str = ""  # Pillow mode: RGBA, RGB, LA, L, P...
     has_alpha: bool = False  # an alpha channel or a transparency entry (filled by validation)
-    # JSON edits: the https URL the bytes come from; `data` stays empty until parsing.resolve_image_urls.
+    # JSON edits: the https URL the bytes come from; `data` stays empty until image_urls.resolve_image_urls.
     source_url: str | None = None
 
     @property

@@ -1,26 +1,22 @@
 """Parse an HTTP request body into a RawRequest: JSON or multipart/form-data, as clients really send them.
 
 Every malformed body becomes a 4xx with an OpenAI-format error; nothing here can raise a 5xx for client
-input. JSON edits reference images by URL: data URLs are decoded here, https URLs are fetched by
-`resolve_image_urls`, which the service calls between `parse_request` and `validate`.
+input. JSON edits reference images by URL: data URLs are decoded here; https URLs are fetched later, after
+admission, by `imagegw.request.image_urls.resolve_image_urls`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import ipaddress
 import json
 import re
-import time
 import urllib.parse
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from imagegw.domain import HttpRequest, ImageFile, Operation, RawRequest
 from imagegw.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
-from imagegw.request.catalog import Catalog
 
 # The body as the handler receives it (already base64-decoded). A guard: AWS Lambda refuses events over
 # 6 MB, so behind API Gateway a body this large never arrives (its INTEGRATION_FAILURE answer says why).
@@ -34,10 +30,6 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
     "edits": (MULTIPART, JSON),
     "variations": (MULTIPART,),
 }
-
-FETCH_TIMEOUT_S = 10.0
-MAX_REDIRECTS = 3
-DEFAULT_FETCH_LIMIT = 50 * 1024 * 1024
 
 # `image[N]`; `images[N]` too: the JSON edit's names, as a queued job re-sends its inputs.
 _IMAGE_INDEXED = re.compile(r"images?\[(\d{1,4})\]")
@@ -209,6 +201,13 @@ def _url_filename(url: str) -> str:
 
 
 def _parse_multipart(operation: Operation, body: bytes, content_type: str) -> RawRequest:
+    form = _Form()
+    for part in _multipart_parts(body, content_type):
+        form.add(part)
+    return form.request(operation)
+
+
+def _multipart_parts(body: bytes, content_type: str) -> list[Any]:
     from requests_toolbelt.multipart.decoder import MultipartDecoder
 
     boundary = _boundary(content_type)
@@ -216,19 +215,25 @@ def _parse_multipart(operation: Operation, body: bytes, content_type: str) -> Ra
         raise _bad_multipart("the Content-Type header has no boundary")
     delimiter = b"--" + boundary.encode("latin-1", "replace")
     if body.strip() in (b"", delimiter + b"--"):
-        return RawRequest(operation=operation, fields={}, multipart=True)  # a form without fields
+        return []  # a form without fields
     if delimiter not in body:
         raise _bad_multipart("the body does not contain the boundary given in the Content-Type header")
     try:
-        parts = MultipartDecoder(body, content_type).parts
+        return list(MultipartDecoder(body, content_type).parts)
     except Exception:  # the decoder raises its own types, UnicodeDecodeError, AttributeError...
         raise _bad_multipart("the body could not be split into parts") from None
 
-    fields: dict[str, Any] = {}
-    plain: list[tuple[str, ImageFile]] = []  # `image` and `image[]`, in the order sent
-    indexed: list[tuple[int, ImageFile]] = []  # `image[N]`
-    overlays: dict[str, ImageFile] = {}
-    for part in parts:
+
+@dataclass
+class _Form:
+    """The parts of a multipart body, sorted into fields, images, mask and markup as they arrive."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    plain: list[tuple[str, ImageFile]] = field(default_factory=list)  # `image` and `image[]`, in order
+    indexed: list[tuple[int, ImageFile]] = field(default_factory=list)  # `image[N]`
+    overlays: dict[str, ImageFile] = field(default_factory=dict)
+
+    def add(self, part: Any) -> None:
         name, filename = _disposition(part.headers.get(b"content-disposition", b""))
         if not name:
             raise _bad_multipart("a part has no Content-Disposition name")
@@ -245,44 +250,47 @@ def _parse_multipart(operation: Operation, body: bytes, content_type: str) -> Ra
                 )
             image = _file(name, filename, declared, part.content)
             if index_match:
-                indexed.append((int(index_match[1]), image))
+                self.indexed.append((int(index_match[1]), image))
             else:
-                plain.append((name, image))
+                self.plain.append((name, image))
         elif name in OVERLAYS:
-            if not is_file or name in overlays:
+            if not is_file or name in self.overlays:
                 got = "an array of files" if is_file else "a string"
                 raise InvalidRequest(
                     f"Invalid type for '{name}': expected a file, but got {got} instead.",
                     param=name,
                     code="invalid_type",
                 )
-            overlays[name] = _file(name, filename, declared, part.content)
+            self.overlays[name] = _file(name, filename, declared, part.content)
         elif is_file:
-            fields[name] = _file(name, filename, declared, part.content)  # validation answers for it
+            self.fields[name] = _file(name, filename, declared, part.content)  # validation answers for it
         else:
-            try:
-                text = part.content.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidRequest(
-                    f"Invalid value for '{name}': the text is not valid UTF-8.",
-                    param=name,
-                    code="invalid_value",
-                ) from None
-            _set_field(fields, name, text)
-    images = [image for _, image in plain]
-    for position, image in enumerate(images):
-        # One bare `image` keeps its name (as errors call it); lists are named by position.
-        if not (len(plain) == 1 and plain[0][0] == "image" and not indexed):
-            image.field_name = f"image[{position}]"
-    images.extend(image for _, image in sorted(indexed, key=lambda pair: pair[0]))
-    return RawRequest(
-        operation=operation,
-        fields=fields,
-        images=images,
-        mask=overlays.get("mask"),
-        markup=overlays.get("markup"),
-        multipart=True,
-    )
+            _set_field(self.fields, name, _utf8_text(name, part.content))
+
+    def request(self, operation: Operation) -> RawRequest:
+        images = [image for _, image in self.plain]
+        for position, image in enumerate(images):
+            # One bare `image` keeps its name (as errors call it); lists are named by position.
+            if not (len(self.plain) == 1 and self.plain[0][0] == "image" and not self.indexed):
+                image.field_name = f"image[{position}]"
+        images.extend(image for _, image in sorted(self.indexed, key=lambda pair: pair[0]))
+        return RawRequest(
+            operation=operation,
+            fields=self.fields,
+            images=images,
+            mask=self.overlays.get("mask"),
+            markup=self.overlays.get("markup"),
+            multipart=True,
+        )
+
+
+def _utf8_text(name: str, content: bytes) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            f"Invalid value for '{name}': the text is not valid UTF-8.", param=name, code="invalid_value"
+        ) from None
 
 
 def _set_field(fields: dict[str, Any], name: str, text: str) -> None:
@@ -362,185 +370,3 @@ def _bad_multipart(reason: str) -> InvalidRequest:
     return InvalidRequest(
         f"Could not parse the multipart/form-data body: {reason}.", code="invalid_multipart_body"
     )
-
-
-# ---------------------------------------------------------------------------------------------- image URLs
-
-Fetcher = Callable[[str, int], bytes]
-
-
-class FetchError(Exception):
-    """An image URL could not be fetched; the message is safe to show the client."""
-
-
-def resolve_image_urls(
-    raw: RawRequest, fetcher: Fetcher | None = None, *, catalog: Catalog | None = None
-) -> RawRequest:
-    """Fetch the https images of a JSON edit (in parallel), within the chosen model's limits; in place.
-
-    Call between `parse_request` and `validate`. Count and byte limits come from the model's catalog
-    entry, so an over-long list is refused before anything is fetched.
-    """
-    pending = [
-        img
-        for img in [*raw.images, raw.mask, raw.markup]
-        if img is not None and img.source_url and not img.data
-    ]
-    if not pending:
-        return raw
-    from imagegw.request.validation import check_image_count, choose_model
-
-    spec = choose_model(raw, catalog or Catalog.load())
-    inputs = spec.inputs_for(raw.operation)
-    if inputs is None or not spec.json_edits:
-        return raw  # validate answers for the model
-    check_image_count(len(raw.images), inputs, "images")
-    fetch = fetcher or fetch_https
-
-    def limit(img: ImageFile) -> int:
-        if img is raw.mask and inputs.mask is not None:
-            return inputs.mask.max_bytes
-        if img is raw.markup and inputs.markup is not None:
-            return inputs.markup.max_bytes
-        return inputs.image.max_bytes
-
-    def one(img: ImageFile) -> None:
-        url = img.source_url or ""
-        try:
-            img.data = fetch(url, limit(img))
-        except FetchError as exc:
-            raise InvalidRequest(
-                f"Could not fetch '{img.field_name}' from its image_url: {exc}",
-                param=img.field_name,
-                code="invalid_image_url",
-            ) from None
-        if not img.data:
-            raise InvalidRequest(
-                f"Could not fetch '{img.field_name}' from its image_url: the response was empty.",
-                param=img.field_name,
-                code="invalid_image_url",
-            )
-
-    if len(pending) == 1:
-        one(pending[0])
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(8, len(pending))) as pool:
-            for future in [pool.submit(one, img) for img in pending]:
-                future.result()  # re-raises the first failure in list order
-    return raw
-
-
-def is_public_address(address: str) -> bool:
-    """Only globally routable unicast addresses: no loopback, private, link-local, CGNAT, reserved."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
-def fetch_https(url: str, max_bytes: int = DEFAULT_FETCH_LIMIT, *, timeout: float = FETCH_TIMEOUT_S) -> bytes:
-    """GET an image over https, connecting only to public addresses (checked after DNS resolution, and
-    pinned so the TLS connection goes to the address that was checked), within `timeout` seconds overall,
-    at most `max_bytes`, following up to 3 redirects (each checked again). The body must be an image."""
-    from imagegw.images import sniff_format
-
-    deadline = time.monotonic() + timeout
-    for _ in range(MAX_REDIRECTS + 1):
-        status, location, body = _get_once(url, max_bytes, deadline)
-        if status in (301, 302, 303, 307, 308) and location:
-            url = urllib.parse.urljoin(url, location)
-            continue
-        if status != 200:
-            raise FetchError(f"the server answered HTTP {status}.")
-        if sniff_format(body) is None:
-            raise FetchError("the URL did not return an image (PNG, JPEG, WEBP or GIF).")
-        return body
-    raise FetchError("too many redirects.")
-
-
-@functools.cache
-def _pinned_connection() -> Any:
-    """http.client.HTTPSConnection to a vetted IP address, with SNI and certificate checks against the URL's
-    host name. Built on first use: the network stack's imports stay out of the cold start."""
-    import http.client
-    import socket
-
-    class PinnedHTTPSConnection(http.client.HTTPSConnection):
-        def __init__(self, host: str, port: int, address: str, timeout: float, context: Any) -> None:
-            super().__init__(host, port, timeout=timeout, context=context)
-            self._address = address
-            self._tls = context
-
-        def connect(self) -> None:
-            sock = socket.create_connection((self._address, self.port), self.timeout)
-            self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
-
-    return PinnedHTTPSConnection
-
-
-def _get_once(url: str, max_bytes: int, deadline: float) -> tuple[int, str | None, bytes]:
-    import http.client
-    import socket
-    import ssl
-
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() != "https" or not parts.hostname:
-        raise FetchError("only https URLs can be fetched.")
-    if parts.username or parts.password:
-        raise FetchError("URLs with credentials are not fetched.")
-    host = parts.hostname
-    try:
-        port = parts.port or 443
-    except ValueError:
-        raise FetchError("the URL has an invalid port.") from None
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise FetchError(f"timed out after {FETCH_TIMEOUT_S:.0f} s.")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise FetchError("the host name could not be resolved.") from None
-    addresses = [str(info[4][0]) for info in infos]
-    if not addresses or not all(is_public_address(a) for a in addresses):
-        raise FetchError("the host resolves to an address that is not public.")
-    conn = _pinned_connection()(host, port, addresses[0], remaining, ssl.create_default_context())
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    try:
-        conn.request("GET", target, headers={"Accept": "image/*", "User-Agent": "imagegw/1"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            return resp.status, resp.getheader("location"), b""
-        declared = resp.getheader("content-length")
-        if declared and declared.isdigit() and int(declared) >= max_bytes:
-            raise FetchError(f"the image is larger than the limit of {max_bytes // (1024 * 1024)} MB.")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise FetchError(f"timed out after {FETCH_TIMEOUT_S:.0f} s.")
-            if conn.sock is not None:
-                conn.sock.settimeout(left)  # the deadline is overall, not per read
-            chunk = resp.read1(64 * 1024)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size >= max_bytes:
-                raise FetchError(f"the image is larger than the limit of {max_bytes // (1024 * 1024)} MB.")
-            chunks.append(chunk)
-        return 200, None, b"".join(chunks)
-    except FetchError:
-        raise
-    except TimeoutError:
-        raise FetchError(f"timed out after {FETCH_TIMEOUT_S:.0f} s.") from None
-    except (OSError, http.client.HTTPException, ssl.SSLError):
-        raise FetchError("the connection failed.") from None
-    finally:
-        conn.close()

@@ -4,11 +4,11 @@ Every rule comes from the catalog entry (models.json); nothing here names a mode
 model -> unknown parameters -> missing required -> each parameter's type and value -> combinations ->
 input images, mask and markup.
 
-Defaults (the seed's, made precise; all of them are catalog data):
+Defaults (the OpenAI Images API reference's, made precise; all of them are catalog data):
 - model: dall-e-2; gpt-image-1 when the request needs a GPT model: a parameter dall-e-2 does not take but
   gpt-image-1 does (background, output_format, stream, input_fidelity...), a JSON edit (JSON edits are for
   GPT models only), or more input images than dall-e-2 takes. `model: null` or "" means the default.
-- n 1; size 1024x1024, except GPT edits: auto (the seed: "auto (default)" for gpt-image-1 edits);
+- n 1; size 1024x1024, except GPT edits: auto (the API reference: "auto (default)" for gpt-image-1 edits);
   quality standard for dall-e (both endpoints), auto for GPT models; style vivid (dall-e-3);
   response_format: the model's default_response_format (url for dall-e, b64_json for GPT); `url` is
   accepted for every model (the gateway stores the image and signs a 60-minute URL).
@@ -83,7 +83,7 @@ def validate(raw: RawRequest, catalog: Catalog) -> ImageRequest:
 def choose_model(raw: RawRequest, catalog: Catalog) -> ModelSpec:
     """The client's model, or the default: dall-e-2, or gpt-image-1 when the request needs a GPT model.
 
-    "Needs" (the seed's rule, made precise): a parameter the default model does not take but the GPT
+    "Needs" (the API reference's rule, made precise): a parameter the default model does not take but the GPT
     default does, a JSON edit (GPT only), or more input images than the default model takes.
     """
     op = raw.operation
@@ -332,7 +332,7 @@ def check_file(image: ImageFile, formats: Iterable[str], max_bytes: int) -> None
     """Bytes limit, magic-number format, and the header read by Pillow; fills format/size/mode."""
     name = image.field_name
     if image.source_url is not None and not image.data:
-        # A wiring fault, not the client's: the service must call parsing.resolve_image_urls first.
+        # A wiring fault, not the client's: the service must call image_urls.resolve_image_urls first.
         raise ApiError("Image URLs were not fetched before validation.")
     if len(image.data) >= max_bytes:
         raise InvalidRequest(

@@ -35,14 +35,8 @@ from imagegw.upstream.failures import (
     UpstreamMalformed,
     UpstreamRejected,
 )
-from imagegw.upstream.providers import (
-    PROVIDER_TYPES,
-    AzureOpenAIProvider,
-    OpenAIProvider,
-    Provider,
-    ProviderContext,
-    register_provider_type,
-)
+from imagegw.upstream.provider_types import PROVIDER_TYPES
+from imagegw.upstream.providers import AzureOpenAIProvider, OpenAIProvider, Provider, ProviderContext
 from imagegw.upstream.resilience import COOLDOWNS, CooldownTracker
 from imagegw.upstream.router import Router
 from imagegw.upstream.translation import Plan, UpstreamCall
@@ -75,7 +69,6 @@ __all__ = [
     "build_router",
     "new_http_session",
     "parse_routes",
-    "register_provider_type",
     "shipped_routes_document",
 ]
 

@@ -47,7 +47,7 @@ from typing import Any
 from imagegw.domain import GeneratedImage, ImageFile, Operation, UpstreamResult
 from imagegw.upstream.config import ProviderConfig, RoutesError
 from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
-from imagegw.upstream.providers import ProviderContext, register_provider_type
+from imagegw.upstream.providers import ProviderContext
 from imagegw.upstream.translation import fit_to
 from imagegw.upstream.wire import decode_image_b64, scrub
 
@@ -542,6 +542,3 @@ def _credentials_of(client: Any) -> dict[str, Any]:
         "aws_secret_access_key": frozen.secret_key,
         "aws_session_token": frozen.token,
     }
-
-
-register_provider_type("bedrock", BedrockProvider.create)

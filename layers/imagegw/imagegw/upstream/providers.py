@@ -1,9 +1,9 @@
 """Providers: one upstream call each, over HTTP, classified into typed failures.
 
-A provider type is registered by name (`PROVIDER_TYPES`); the routes document names the type of each
-configured provider. The Bedrock provider (`bedrock.py`) is one more class and one `register_provider_type`
-line: its factory receives the provider's config (`options` holds any extra fields, e.g. a region) and the
-`ProviderContext` (which can carry a boto3 client under `clients`).
+The provider types are listed by name in `imagegw.upstream.provider_types.PROVIDER_TYPES`; the routes
+document names the type of each configured provider. A factory receives the provider's config (`options`
+holds any extra fields, e.g. a region) and the `ProviderContext` (which can carry a boto3 client under
+`clients`).
 """
 
 from __future__ import annotations
@@ -62,11 +62,6 @@ class ProviderContext:
 
 
 ProviderFactory = Callable[[ProviderConfig, ProviderContext], Provider]
-PROVIDER_TYPES: dict[str, ProviderFactory] = {}
-
-
-def register_provider_type(name: str, factory: ProviderFactory) -> None:
-    PROVIDER_TYPES[name] = factory
 
 
 # --------------------------------------------------------------------------------------------------
@@ -360,7 +355,3 @@ class AzureOpenAIProvider(OpenAIProvider):
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
         return {"api-key": key} if key else {}
-
-
-register_provider_type("openai", OpenAIProvider.create)
-register_provider_type("azure", AzureOpenAIProvider.create)

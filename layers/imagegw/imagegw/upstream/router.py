@@ -13,9 +13,10 @@ from imagegw.errors import ApiError, InvalidRequest, RequestTooLarge, UpstreamEr
 from imagegw.observability import logger
 from imagegw.upstream.config import Route, RoutesConfig, RoutesSource
 from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamFailure, UpstreamRejected
-from imagegw.upstream.providers import PROVIDER_TYPES, Provider, ProviderContext
+from imagegw.upstream.provider_types import PROVIDER_TYPES
+from imagegw.upstream.providers import Provider, ProviderContext
 from imagegw.upstream.resilience import CooldownTracker, backoff_delay, order_routes
-from imagegw.upstream.translation import finish, prepare
+from imagegw.upstream.translation import Plan, UpstreamCall, finish, prepare
 from imagegw.upstream.wire import scrub
 
 if TYPE_CHECKING:
@@ -88,6 +89,16 @@ class Router:
     def call(self, request: ImageRequest, *, deadline: float) -> UpstreamResult:
         """Serve the request from the first route that can, within `deadline` (a time.monotonic() value)."""
         table = self._current_table()
+        last: UpstreamFailure | None = None
+        for route in self._ordered_routes(table, request):
+            plan = prepare(request, route, self._catalog)
+            result, last = self._try_route(table, route, plan, deadline, last)
+            if result is not None:
+                return replace(result, route=route.label)
+        raise self._exhausted(last)
+
+    def _ordered_routes(self, table: _Table, request: ImageRequest) -> list[Route]:
+        """The routes serving this model and operation, in failover order, those cooling down last."""
         candidates = table.config.routes_for(request.model, request.operation)
         if not candidates:
             logger.error(
@@ -102,75 +113,64 @@ class Router:
                 "every route is cooling down; trying the least recently failed one",
                 extra={"upstream_route": routes[0].label},
             )
+        return routes
+
+    def _try_route(
+        self, table: _Table, route: Route, plan: Plan, deadline: float, last: UpstreamFailure | None
+    ) -> tuple[UpstreamResult | None, UpstreamFailure | None]:
+        """Attempts on one route: its result, or None and the failure that sends the call to the next."""
+        provider = table.providers[route.provider]
         resilience = table.config.resilience
-        last: UpstreamFailure | None = None
-        for route in routes:
-            plan = prepare(request, route, self._catalog)
-            provider = table.providers[route.provider]
-            for attempt in range(1, self.max_attempts + 1):
-                timeout = min(self.attempt_timeout, deadline - self._clock() - self._margin)
-                if timeout < MIN_ATTEMPT_S:
-                    raise self._out_of_time(last)
-                started = self._clock()
-                try:
-                    raw = provider.call(
-                        operation=plan.call.operation,
-                        model=plan.call.model,
-                        params=plan.call.params,
-                        images=plan.call.images,
-                        mask=plan.call.mask,
-                        stream=plan.call.stream,
-                        timeout=timeout,
-                        **({"markup": plan.call.markup} if plan.call.markup is not None else {}),
-                    )
-                    result = finish(raw, plan)
-                except UpstreamRejected as exc:
-                    self._log(route, attempt, exc.status, started, "rejected", exc)
-                    raise _client_error(exc) from None
-                except TransientFailure as exc:
-                    last = exc
-                    self._failed(route, resilience.failures_before_cooldown)
-                    wait = self._wait_before_retry(
-                        exc,
-                        attempt,
-                        deadline,
-                        resilience.backoff_base_seconds,
-                        resilience.backoff_max_seconds,
-                    )
-                    self._log(
-                        route, attempt, exc.status, started, "retry" if wait is not None else "failover", exc
-                    )
-                    if wait is None:
-                        break
-                    self._sleep(wait)
-                    continue
-                except RouteFault as exc:
-                    last = exc
-                    self._failed(route, resilience.failures_before_cooldown)
-                    if exc.credentials_suspect:
-                        self._context.credentials.invalidate()
-                    self._log(route, attempt, exc.status, started, "failover", exc)
-                    break
-                except ApiError:
-                    raise
-                except Exception as exc:  # a bug, or an answer nothing above expected: not the client's fault
-                    last = RouteFault("Unexpected failure handling the upstream answer.")
-                    self._failed(route, resilience.failures_before_cooldown)
-                    logger.error(
-                        "unexpected upstream failure",
-                        extra={
-                            "upstream_route": route.label,
-                            "attempt": attempt,
-                            "error": type(exc).__name__,
-                            "detail": scrub(str(exc)),
-                        },
-                    )
-                    break
-                else:
-                    self.cooldowns.success(route.label)
-                    self._log(route, attempt, 200, started, "ok")
-                    return replace(result, route=route.label)
-        raise self._exhausted(last)
+        for attempt in range(1, self.max_attempts + 1):
+            timeout = min(self.attempt_timeout, deadline - self._clock() - self._margin)
+            if timeout < MIN_ATTEMPT_S:
+                raise self._out_of_time(last)
+            started = self._clock()
+            try:
+                result = finish(_send(provider, plan.call, timeout), plan)
+            except UpstreamRejected as exc:
+                self._log(route, attempt, exc.status, started, "rejected", exc)
+                raise _client_error(exc) from None
+            except TransientFailure as exc:
+                last = exc
+                self._failed(route, resilience.failures_before_cooldown)
+                wait = self._wait_before_retry(
+                    exc, attempt, deadline, resilience.backoff_base_seconds, resilience.backoff_max_seconds
+                )
+                self._log(
+                    route, attempt, exc.status, started, "retry" if wait is not None else "failover", exc
+                )
+                if wait is None:
+                    return None, last
+                self._sleep(wait)
+                continue
+            except RouteFault as exc:
+                self._failed(route, resilience.failures_before_cooldown)
+                if exc.credentials_suspect:
+                    self._context.credentials.invalidate()
+                self._log(route, attempt, exc.status, started, "failover", exc)
+                return None, exc
+            except ApiError:
+                raise
+            except Exception as exc:  # a bug, or an answer nothing above expected: not the client's fault
+                self._failed(route, resilience.failures_before_cooldown)
+                return None, self._unexpected(route, attempt, exc)
+            self.cooldowns.success(route.label)
+            self._log(route, attempt, 200, started, "ok")
+            return result, last
+        return None, last
+
+    def _unexpected(self, route: Route, attempt: int, exc: Exception) -> RouteFault:
+        logger.error(
+            "unexpected upstream failure",
+            extra={
+                "upstream_route": route.label,
+                "attempt": attempt,
+                "error": type(exc).__name__,
+                "detail": scrub(str(exc)),
+            },
+        )
+        return RouteFault("Unexpected failure handling the upstream answer.")
 
     # ----- helpers -----------------------------------------------------------------------------------
 
@@ -229,6 +229,19 @@ class Router:
         if isinstance(last, TransientFailure) and last.timed_out:
             return UpstreamTimeout()
         return UpstreamError()
+
+
+def _send(provider: Provider, call: UpstreamCall, timeout: float) -> UpstreamResult:
+    return provider.call(
+        operation=call.operation,
+        model=call.model,
+        params=call.params,
+        images=call.images,
+        mask=call.mask,
+        stream=call.stream,
+        timeout=timeout,
+        **({"markup": call.markup} if call.markup is not None else {}),
+    )
 
 
 def _client_error(exc: UpstreamRejected) -> ApiError:
