@@ -310,7 +310,7 @@ def test_usage_counters_and_log_records(accounts, store, dynamodb):
     first = log["req-ok"]
     assert first["pk"] == f"log#{new.key_id}#{day_of(T0)}"
     assert first["sk"].endswith("#req-ok") and first["sk"].startswith("2027-01-15T08:00:10.500Z")
-    assert (first["model"], first["route"], first["status"], first["latency_ms"]) == (
+    assert (first["model"], first["operation"], first["status"], first["latency_ms"]) == (
         "dall-e-3",
         "generations",
         200,

@@ -1,6 +1,7 @@
-"""The HTTP side: one Powertools REST resolver serving the image routes, and the one error mapper hook.
+"""The HTTP side: a Powertools REST resolver for the API's endpoints, and the one error mapper hook.
 
-Each Lambda function only receives its own route; all of them share this app.
+Each API function (functions/*/app.py) names the endpoint it serves and registers only that one, as
+API Gateway sends it only that path; tests and the local stack may build an app with all of them.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -19,8 +20,18 @@ from imagegw.errors import ApiError, NotFound, to_error_response
 from imagegw.observability import logger, metrics, tracer
 from imagegw.service import ImageService
 
+# The API's endpoints by the name each handler file uses: (method, path, operation for image requests).
+ENDPOINTS: dict[str, tuple[str, str, Operation | None]] = {
+    "generations": ("POST", "/v1/images/generations", "generations"),
+    "edits": ("POST", "/v1/images/edits", "edits"),
+    "variations": ("POST", "/v1/images/variations", "variations"),
+    "job_status": ("GET", "/v1/images/jobs/<job_id>", None),
+}
 
-def create_app(service_factory: Callable[[], ImageService]) -> APIGatewayRestResolver:
+
+def create_app(
+    service_factory: Callable[[], ImageService], endpoints: Iterable[str] = tuple(ENDPOINTS)
+) -> APIGatewayRestResolver:
     """`service_factory` is called once, on the first request, so importing a handler makes no AWS call."""
     app = APIGatewayRestResolver()
     service_box: list[ImageService] = []
@@ -30,30 +41,24 @@ def create_app(service_factory: Callable[[], ImageService]) -> APIGatewayRestRes
             service_box.append(service_factory())
         return service_box[0]
 
-    def dispatch(operation: Operation) -> Response:
-        http = http_request(app.current_event.raw_event)
-        logger.append_keys(request_id=http.request_id, route=http.path)
-        context = app.lambda_context
-        remaining = context.get_remaining_time_in_millis if context else (lambda: 900_000)
-        return to_response(service().handle(operation, http, remaining), http.request_id)
+    def image_request(operation: Operation) -> Callable[[], Response]:
+        def serve_operation() -> Response:
+            http = http_request(app.current_event.raw_event)
+            logger.append_keys(request_id=http.request_id, path=http.path)
+            context = app.lambda_context
+            remaining = context.get_remaining_time_in_millis if context else (lambda: 900_000)
+            return to_response(service().handle(operation, http, remaining), http.request_id)
 
-    @app.post("/v1/images/generations")
-    def generations() -> Response:
-        return dispatch("generations")
+        return serve_operation
 
-    @app.post("/v1/images/edits")
-    def edits() -> Response:
-        return dispatch("edits")
-
-    @app.post("/v1/images/variations")
-    def variations() -> Response:
-        return dispatch("variations")
-
-    @app.get("/v1/images/jobs/<job_id>")
     def job_status(job_id: str) -> Response:
         http = http_request(app.current_event.raw_event)
-        logger.append_keys(request_id=http.request_id, route=http.path, job_id=job_id)
+        logger.append_keys(request_id=http.request_id, path=http.path, job_id=job_id)
         return to_response(service().job_status(http, job_id), http.request_id)
+
+    for name in endpoints:
+        method, path, operation = ENDPOINTS[name]
+        app.route(path, method)(image_request(operation) if operation else job_status)
 
     @app.not_found
     def not_found(_: Exception) -> Response:
@@ -145,7 +150,7 @@ def serve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> d
         "request finished",
         extra={
             "request_id": request_id_of(event),
-            "route": event.get("path"),
+            "path": event.get("path"),
             "status": status,
             "latency_ms": latency_ms,
         },
@@ -153,15 +158,16 @@ def serve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> d
     return result
 
 
-def make_api_handler() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """The Lambda entry point every API function uses: settings validated once, at cold start."""
+def make_api_handler(endpoint: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda entry point of the API function serving `endpoint` (a key of ENDPOINTS): settings
+    validated once, at cold start."""
     from aws_lambda_powertools.logging import correlation_paths
 
     from imagegw.settings import Settings
     from imagegw.wiring import build_service
 
     settings = Settings.from_env()
-    app = create_app(lambda: build_service(settings))
+    app = create_app(lambda: build_service(settings), [endpoint])
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
     @tracer.capture_lambda_handler

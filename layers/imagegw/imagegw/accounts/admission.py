@@ -179,7 +179,7 @@ class Accounts:
             key_id=admission.caller.key_id,
             request_id=admission.request_id,
             model=request.model,
-            route=request.operation,
+            operation=request.operation,
             status=outcome.status,
             latency_ms=outcome.latency_ms,
             at=admission.admitted_at or self._clock(),

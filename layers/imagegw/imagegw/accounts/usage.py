@@ -10,8 +10,8 @@
                                                                     per-model counters moved onto the day
                                                                     item; still read, no longer written
     pk `log#<key_id>#2026-11-28` sk `<iso time>#<request_id>`       one record per request (TTL): request_id,
-                                                                    model, route, status, latency_ms, images,
-                                                                    tokens, cost_cents, size, quality...;
+                                                                    model, operation, status, latency_ms,
+                                                                    images, tokens, cost_cents, size...;
                                                                     the prompt only when log_prompts is on
     pk `rate#<key_id>`           sk `2026-11-28T03:25:00Z`          rate-limit window counter (quota.py, TTL)
 
@@ -43,7 +43,7 @@ class UsageEvent:
     key_id: str
     request_id: str
     model: str
-    route: str  # the API operation: generations, edits, variations
+    operation: str  # generations, edits, variations
     status: int
     latency_ms: int
     at: float  # epoch seconds when the request was admitted
@@ -126,7 +126,7 @@ class UsageRecorder:
             "key_id": event.key_id,
             "time": iso_time(event.at),
             "model": event.model,
-            "route": event.route,
+            "operation": event.operation,
             "status": event.status,
             "latency_ms": event.latency_ms,
             "n": event.n,
