@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHECKOV := .venv-checkov
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test lint typecheck unit integration e2e sam-validate sam-build checkov bench clean
+.PHONY: dev test lint typecheck unit integration e2e sam-validate sam-build checkov bench lock clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,20 @@ $(CHECKOV)/.installed:
 checkov: $(CHECKOV)/.installed
 	$(CHECKOV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --quiet --compact
 
+# pip-tools resolves the lock in a venv of its own, so its pins never depend on the dev venv.
+LOCK_TOOLS := .venv-lock
+$(LOCK_TOOLS)/.installed:
+	test -x $(LOCK_TOOLS)/bin/python || $(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install --disable-pip-version-check -q 'pip-tools==7.6.2'
+	touch $@
+
+## make lock: pin layers/imagegw/requirements.lock (exact versions, the hash of every file) from
+## requirements.txt; existing pins are kept, `make lock ARGS=--upgrade` moves them to the newest allowed.
+lock: $(LOCK_TOOLS)/.installed
+	cd layers/imagegw && CUSTOM_COMPILE_COMMAND='make lock' ../../$(LOCK_TOOLS)/bin/pip-compile --quiet \
+		--generate-hashes --allow-unsafe --no-strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock $(ARGS) requirements.txt
+
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
@@ -61,4 +75,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV) $(LOCK_TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,8 @@
     imagegw keys usage KEY_ID [--days N]
 
 Every command takes a target: `--local` (the local stack's `.imagegw/local.json` in the current
-directory), `--stack NAME [--region R]` (the CloudFormation outputs KeysTableName/UsageTableName), or
+directory), `--stack NAME --region R` (the CloudFormation outputs KeysTableName/UsageTableName; the Region
+is the stack's: --region, the Region of a stack ARN, or AWS_REGION, never a config file's default), or
 `--keys-table T [--usage-table U] [--endpoint-url URL] [--region R]`. `--json` prints JSON.
 The raw key is printed once, by `create`; nothing else ever prints it or its hash.
 """
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -72,11 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     target = argparse.ArgumentParser(add_help=False)
     where = target.add_argument_group("target (one of --local, --stack, --keys-table)")
     where.add_argument("--local", action="store_true", help="the local stack (.imagegw/local.json here)")
-    where.add_argument("--stack", metavar="NAME", help="a deployed CloudFormation stack")
+    where.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="a deployed CloudFormation stack (name or ARN) in the Region --region names",
+    )
     where.add_argument("--keys-table", metavar="TABLE", help="the keys table, by name")
     where.add_argument("--usage-table", metavar="TABLE", help="the usage table, by name")
     where.add_argument("--endpoint-url", metavar="URL", help="DynamoDB endpoint (e.g. a moto server)")
-    where.add_argument("--region", metavar="REGION", help="AWS region (default: the AWS config's)")
+    where.add_argument(
+        "--region",
+        metavar="REGION",
+        help="AWS Region (--stack: required unless the stack is an ARN or AWS_REGION is set; "
+        "otherwise default: the AWS config's)",
+    )
     target.add_argument("--json", action="store_true", help="print JSON")
 
     parser = argparse.ArgumentParser(prog="imagegw keys", description="Manage imagegw API keys.")
@@ -138,18 +150,37 @@ def resolve_target(args: argparse.Namespace) -> Target:
         if not keys_name:
             raise TargetError(f"{LOCAL_STATE} names no keys table")
         describe = f"local stack at {endpoint}"
+    elif args.stack:
+        region = stack_region(args.stack, args.region, os.environ)
+        session = boto3.session.Session(region_name=region)
+        endpoint = args.endpoint_url
+        keys_name, usage_name = _stack_tables(session, args.stack)
+        describe = f"stack {args.stack} in {region}"
     else:
         session = boto3.session.Session(region_name=args.region)
         endpoint = args.endpoint_url
-        if args.stack:
-            keys_name, usage_name = _stack_tables(session, args.stack)
-            describe = f"stack {args.stack}"
-        else:
-            keys_name, usage_name = args.keys_table, args.usage_table
-            describe = f"table {keys_name}"
+        keys_name, usage_name = args.keys_table, args.usage_table
+        describe = f"table {keys_name}"
     dynamodb = session.resource("dynamodb", endpoint_url=endpoint)
     usage = dynamodb.Table(args.usage_table or usage_name) if (args.usage_table or usage_name) else None
     return Target(dynamodb.Table(keys_name), usage, describe)
+
+
+def stack_region(stack: str, region: str | None, env: Mapping[str, str]) -> str:
+    """The Region a stack lives in, said explicitly: --region, a stack ARN's Region, or AWS_REGION.
+
+    Never the AWS config file's default Region: a stack looked up in the wrong Region is "not found" at
+    best, and at worst another stack of the same name."""
+    arn = re.fullmatch(r"arn:aws[a-z-]*:cloudformation:([a-z0-9-]+):\d{12}:stack/.+", stack)
+    from_arn = arn.group(1) if arn else None
+    if region and from_arn and region != from_arn:
+        raise TargetError(f"--region {region} differs from the Region of stack ARN {stack!r} ({from_arn})")
+    chosen = region or from_arn or env.get("AWS_REGION")
+    if not chosen:
+        raise TargetError(
+            f"which Region is stack {stack!r} in? Pass --region REGION (or its ARN, or set AWS_REGION)"
+        )
+    return chosen
 
 
 def _read_local_state(path: Path) -> dict[str, Any]:

@@ -309,6 +309,12 @@ def api_routes(template: dict[str, Any], root: Path) -> tuple[list[ApiRoute], li
 
 
 def _number(value: Any, template: dict[str, Any], fallback: float) -> float:
+    """A number from the template: a literal, a parameter's default, or a Mappings row keyed by one."""
+    if isinstance(value, dict) and "Fn::FindInMap" in value:
+        mapping, key, attribute = value["Fn::FindInMap"]
+        key = _number(key, template, float("nan"))
+        row = (template.get("Mappings") or {}).get(mapping, {}).get(f"{key:g}", {})
+        value = row.get(attribute, fallback)
     if isinstance(value, dict) and "Ref" in value:
         value = parameter_default(template, value["Ref"], fallback)
     try:
@@ -377,13 +383,23 @@ def to_proxy_event(
 
 
 # API Gateway's own answers (no function involved): response type -> (default status, its message).
+# Documented: the types and default statuses (API Gateway developer guide, "Gateway response types").
+# The messages, and which type answers a body over Lambda's limit, are what API Gateway is reported to send.
 GATEWAY_DEFAULTS = {
     "MISSING_AUTHENTICATION_TOKEN": (403, "Missing Authentication Token"),
-    "REQUEST_TOO_LARGE": (413, "Request Too Long"),
+    "REQUEST_TOO_LARGE": (413, "Request Too Long"),  # reported for a Lambda event over 6 MB
     "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
-    "INTEGRATION_FAILURE": (504, "Internal server error"),
+    "INTEGRATION_FAILURE": (504, "Internal server error"),  # not emulated: Lambda failing to run at all
     "DEFAULT_5XX": (502, "Internal server error"),
 }
+
+# A body over API Gateway's 10 MB payload quota is refused before any gateway response applies: reported as
+# a plain-text 413 that the API cannot customise.
+OVER_API_GATEWAY_LIMIT = (
+    413,
+    {"Content-Type": "text/plain"},
+    f"HTTP content length exceeded {API_GATEWAY_PAYLOAD_LIMIT} bytes.".encode(),
+)
 
 
 class ApiGateway:
@@ -413,17 +429,18 @@ class ApiGateway:
     def _handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes, request_id: str
     ) -> tuple[int, dict[str, str], bytes]:
+        if len(body) > API_GATEWAY_PAYLOAD_LIMIT:
+            status, plain_headers, plain = OVER_API_GATEWAY_LIMIT
+            return status, dict(plain_headers), plain
         path = urlsplit(raw_path).path
         route = next((r for r in self.routes if r.match(method, path) is not None), None)
         if route is None:
-            return self.gateway_error("MISSING_AUTHENTICATION_TOKEN")
-        if len(body) > API_GATEWAY_PAYLOAD_LIMIT:
-            return self.gateway_error("REQUEST_TOO_LARGE")
+            return self.gateway_error("MISSING_AUTHENTICATION_TOKEN", request_id, headers)
         event = to_proxy_event(method, raw_path, headers, body, self.binary_types, route, request_id)
         if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
-            # Lambda refuses an invocation over its 6 MB payload limit before the function runs;
-            # API Gateway reports an integration failure.
-            return self.gateway_error("INTEGRATION_FAILURE")
+            # Lambda refuses an event over its 6 MB payload limit before the function runs; API Gateway is
+            # reported to answer it as REQUEST_TOO_LARGE (413), and sending it again cannot succeed.
+            return self.gateway_error("REQUEST_TOO_LARGE", request_id, headers)
         outcome: dict[str, Any] = {}
 
         def run() -> None:
@@ -436,10 +453,10 @@ class ApiGateway:
         worker.start()
         worker.join(route.timeout_ms / 1000)
         if worker.is_alive():
-            return self.gateway_error("INTEGRATION_TIMEOUT")
+            return self.gateway_error("INTEGRATION_TIMEOUT", request_id, headers)
         result = outcome.get("result")
         if not isinstance(result, dict) or len(json.dumps(result)) > LAMBDA_PAYLOAD_LIMIT:
-            return self.gateway_error("DEFAULT_5XX")
+            return self.gateway_error("DEFAULT_5XX", request_id, headers)
         raw_body = result.get("body") or ""
         payload = base64.b64decode(raw_body) if result.get("isBase64Encoded") else raw_body.encode("utf-8")
         out_headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
@@ -447,19 +464,41 @@ class ApiGateway:
             out_headers[str(key)] = ", ".join(str(v) for v in values)
         return int(result.get("statusCode", 502)), out_headers, payload
 
-    def gateway_error(self, response_type: str) -> tuple[int, dict[str, str], bytes]:
+    def gateway_error(
+        self, response_type: str, request_id: str = "", request_headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """API Gateway's own answer of one response type, as the template's GatewayResponses shape it."""
         status, message = GATEWAY_DEFAULTS[response_type]
         custom = self.gateway_responses.get(response_type) or self.gateway_responses.get(
             "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
         )
         body = json.dumps({"message": message})
+        headers = {"Content-Type": "application/json", "x-amzn-ErrorType": response_type}
         if custom:
             status = int(custom.get("StatusCode", status))
             rendered = (custom.get("ResponseTemplates") or {}).get("application/json")
             if rendered:
                 body = str(rendered).replace("$context.error.messageString", json.dumps(message))
-        headers = {"Content-Type": "application/json", "x-amzn-ErrorType": response_type}
+            mapped = ((custom.get("ResponseParameters") or {}).get("Headers")) or {}
+            for name, source in mapped.items():
+                value = _mapped_header(str(source), request_id, request_headers or {})
+                if value is not None:
+                    headers[str(name)] = value
         return status, headers, body.encode()
+
+
+def _mapped_header(source: str, request_id: str, request_headers: dict[str, str]) -> str | None:
+    """A gateway response header's value from its mapping expression: 'static', context.requestId or
+    method.request.header.NAME (the sources API Gateway's parameter mapping takes)."""
+    if len(source) >= 2 and source[0] == source[-1] == "'":
+        return source[1:-1]
+    if source == "context.requestId":
+        return request_id
+    prefix = "method.request.header."
+    if source.startswith(prefix):
+        wanted = source[len(prefix) :].lower()
+        return next((v for k, v in request_headers.items() if k.lower() == wanted), None)
+    return None
 
 
 def gateway_responses(template: dict[str, Any]) -> dict[str, Any]:

@@ -346,3 +346,23 @@ def test_stack_target_reads_cloudformation_outputs(aws_env, capsys):
         assert code == 0 and "total" in out
         code, _, err = run(capsys, "list", "--stack", "nope", "--region", "eu-west-1")
         assert code == 2 and "nope" in err
+
+
+def test_stack_target_needs_the_stacks_region_said_explicitly(aws_env, monkeypatch, capsys):
+    # AWS_DEFAULT_REGION (or a config file's region) is the shell's default, not the stack's.
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    code, _, err = run(capsys, "list", "--stack", "imagegw")
+    assert code == 2 and "--region" in err
+    with mock_aws():
+        cloudformation = boto3.client("cloudformation", region_name="eu-west-1")
+        stack_id = cloudformation.create_stack(StackName="imagegw", TemplateBody=json.dumps(STACK_TEMPLATE))[
+            "StackId"
+        ]
+        assert stack_id.startswith("arn:aws:cloudformation:eu-west-1:")
+        code, out, _ = run(capsys, "create", "--stack", stack_id, "--name", "by arn")
+        assert code == 0 and "in eu-west-1" in out
+        monkeypatch.setenv("AWS_REGION", "eu-west-1")
+        code, out, _ = run(capsys, "list", "--stack", "imagegw")
+        assert code == 0 and "by arn" in out
+        code, _, err = run(capsys, "list", "--stack", stack_id, "--region", "us-east-1")
+        assert code == 2 and "differs" in err

@@ -120,19 +120,50 @@ def test_unknown_route_is_the_templates_openai_shaped_404():
     assert status == 404 and error["code"] == "unknown_url"
 
 
-def test_body_over_api_gateways_limit_is_413():
+def test_body_over_api_gateways_limit_is_its_plain_413_that_no_gateway_response_shapes():
+    pool = FakePool()
     body = b"x" * (API_GATEWAY_PAYLOAD_LIMIT + 1)
-    status, error = error_of(gateway(FakePool()).handle("POST", "/v1/images/edits", {}, body))
-    assert status == 413 and error["code"] == "request_too_large"
+    status, headers, payload = gateway(pool).handle("POST", "/v1/images/nope", {}, body)
+    assert status == 413 and pool.events == []
+    assert headers["Content-Type"] == "text/plain" and b"10485760" in payload
+    assert headers["x-amzn-RequestId"]
 
 
-def test_event_over_lambdas_limit_fails_before_the_function_runs_naming_the_alternative():
+def test_event_over_lambdas_limit_is_the_templates_413_naming_json_edits_and_not_retried():
     pool = FakePool()
     body = b"x" * (5 * 1024 * 1024)  # 5 MB: under API Gateway's limit, over Lambda's once base64-encoded
     answer = gateway(pool).handle("POST", "/v1/images/edits", {"Content-Type": "image/png"}, body)
     status, error = error_of(answer)
-    assert status == 502 and pool.events == []
-    assert "JSON edit" in error["message"]
+    headers = answer[1]
+    assert status == 413 and pool.events == []
+    assert error == {
+        "message": error["message"],
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "request_too_large",
+    }
+    assert "JSON edit" in error["message"] and "image_url" in error["message"]
+    assert headers["x-should-retry"] == "false"
+    assert headers["x-request-id"] == headers["x-amzn-RequestId"]  # $context.requestId
+
+
+def test_json_body_just_under_lambdas_limit_reaches_the_function():
+    pool = FakePool()
+    body = b'{"prompt": "' + b"x" * (6 * 1024 * 1024 - 4096) + b'"}'
+    status, _, _ = gateway(pool).handle(
+        "POST", "/v1/images/edits", {"Content-Type": "application/json"}, body
+    )
+    assert status == 200 and len(pool.events) == 1
+
+
+def test_gateway_responses_carry_the_request_id_header_the_template_maps():
+    status, headers, _ = gateway(FakePool()).handle("POST", "/v1/images/nope", {}, b"")
+    assert status == 404 and headers["x-request-id"] == headers["x-amzn-RequestId"]
+
+
+def test_api_functions_get_the_timeout_the_template_derives_from_the_api_timeout():
+    routes, _ = api_routes(TEMPLATE, ROOT)
+    assert {r.function.timeout_s for r in routes} == {34}
 
 
 def test_every_answer_carries_api_gateways_request_id():

@@ -19,7 +19,7 @@ from imagegw.domain import HttpRequest, ImageFile, Operation, RawRequest
 from imagegw.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 
 # The body as the handler receives it (already base64-decoded). A guard: AWS Lambda refuses events over
-# 6 MB, so behind API Gateway a body this large never arrives (its INTEGRATION_FAILURE answer says why).
+# 6 MB, so behind API Gateway a body this large never arrives (API Gateway answers 413: docs/deploy.md).
 MAX_BODY_BYTES = 6 * 1024 * 1024
 
 JSON = "application/json"
