@@ -708,7 +708,10 @@ def test_cli_help_says_test_double(capsys):
 
 def test_cli_serves_until_ctrl_c():
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "layers" / "imagegw"), str(root / "devtools")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "layers" / "imagegw"), str(root / "devtools")]),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "imagegw_dev.emulator", "--port", "0", "--api-key", "k"],
         stderr=subprocess.PIPE,
