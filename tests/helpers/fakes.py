@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from imagegw.delivery.storage import ImageStore
 
 
@@ -32,5 +34,26 @@ class InMemoryImageStore:
             self.formats.pop(key, None)
 
 
+class FakeClock:
+    """A clock that moves only when a test moves it (`clock.now += 60`) or something sleeps on it.
+
+    Calling it answers `now` (a `Callable[[], float]`, like `time.time` or `time.monotonic`); `sleep`
+    records each pause in `sleeps` and moves `now` on by it instead of waiting.
+    """
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 # mypy fails here if a fake drifts from the interface it stands in for.
 _image_store: ImageStore = InMemoryImageStore()
+_clock: Callable[[], float] = FakeClock()
+_sleep: Callable[[float], None] = FakeClock().sleep
