@@ -21,7 +21,6 @@ from imagegw.upstream import (
     shipped_routes_document,
 )
 from imagegw.upstream.config import RoutesSource
-from imagegw_dev.local_routes import local_routes
 
 
 def settings(**kw) -> Settings:
@@ -58,15 +57,6 @@ def test_shipped_routes_translate_retired_models_to_gpt_image_1_5():
 def test_build_router_with_the_shipped_file_makes_no_aws_call():
     router = build_router(settings(), Catalog.load(), cooldowns=CooldownTracker())
     assert set(router.table().providers) == {"openai"}
-
-
-def test_local_routes_point_the_shipped_routes_at_a_local_upstream():
-    doc, creds = local_routes("http://127.0.0.1:8089/v1/", "sk-emulator-1")
-    assert doc["providers"]["openai"]["base_url"] == "http://127.0.0.1:8089/v1"
-    assert creds == {"openai": {"api_key": "sk-emulator-1"}}
-    assert doc["models"] == shipped_routes_document()["models"]
-    doc, creds = local_routes("http://127.0.0.1:8089/v1", "")
-    assert creds == {} and "credential" not in doc["providers"]["openai"]
 
 
 # ----- validation ------------------------------------------------------------------------------------
