@@ -1,4 +1,4 @@
-"""Shared test set-up: fake AWS credentials, no endpoint outside 127.0.0.1, and the in-process local stack."""
+"""Shared test set-up: every test runs with fake AWS credentials and no endpoint outside 127.0.0.1."""
 
 import os
 
@@ -34,7 +34,7 @@ def _fake_aws_environment():
 @pytest.fixture
 def aws_env(monkeypatch):
     """Fake credentials for one test, and no AWS_PROFILE or AWS_ENDPOINT_URL: the in-process local stack
-    (the `local_stack` fixture below) sets AWS_ENDPOINT_URL for the whole session, so it is removed here
+    (tests/integration/conftest.py) sets AWS_ENDPOINT_URL for the whole session, so it is removed here
     for each test that talks to moto directly, and restored after it."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -45,23 +45,3 @@ def aws_env(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-
-
-@pytest.fixture(scope="session")
-def local_stack(tmp_path_factory):
-    """The local stack in this process (port 0), shared by the integration and devtools tiers; the
-    environment it sets is restored afterwards."""
-    from imagegw_dev.local_stack import LocalStack, StackConfig
-
-    saved = dict(os.environ)
-    stack = LocalStack(
-        StackConfig(
-            port=0, quiet=True, api_key="sk-int-" + "i" * 40, state_dir=tmp_path_factory.mktemp("state")
-        )
-    ).start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        os.environ.clear()
-        os.environ.update(saved)

@@ -58,7 +58,7 @@ def emulator():
 def aws(emulator, tmp_path, monkeypatch):
     """Fresh moto resources from template.yaml and the settings env a deployed function would get."""
     emulator.reset()
-    # An in-process local stack (the local_stack fixture) points boto3 at its own moto server.
+    # An in-process local stack (tests/integration/conftest.py) points boto3 at its own moto server.
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")
