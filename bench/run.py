@@ -71,10 +71,13 @@ def force_tcp_nodelay() -> list[str]:
     of the suggested one-line fix without editing the package.
     """
     import imagegw_dev.emulator.server
-    import imagegw_dev.local_stack
+    import imagegw_dev.local_stack.api_gateway
 
     patched = []
-    handlers = ((imagegw_dev.local_stack, "_HttpHandler"), (imagegw_dev.emulator.server, "_Handler"))
+    handlers = (
+        (imagegw_dev.local_stack.api_gateway, "_HttpHandler"),
+        (imagegw_dev.emulator.server, "_Handler"),
+    )
     for module, name in handlers:
         handler = getattr(module, name, None)
         if handler is not None:
