@@ -311,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         return headers
 
-    def _suffer(self, fault: Fault | None, as_error: Callable[[Fault, int], ApiError]) -> bool:
+    def _apply_fault(self, fault: Fault | None, as_error: Callable[[Fault, int], ApiError]) -> bool:
         """Apply a fault's delay, then its drop or its error status; True when the connection was dropped."""
         if fault is None:
             return False
@@ -344,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = openai_wire.model_name(body.params, deployment)
         prompt, directive = openai_wire.read_prompt(kind, body.params)
         fault = emu._next_fault(directive)
-        if self._suffer(fault, lambda f, status: openai_wire.fault_error(f, status, model)):
+        if self._apply_fault(fault, lambda f, status: openai_wire.fault_error(f, status, model)):
             return
         job = openai_wire.build_job(kind, model, prompt, body)
         if job.stream:
@@ -400,7 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _nova(self, model_id: str, doc: dict[str, Any]) -> None:
         request = bedrock_wire.read_request(doc)
         fault = self.emulator._next_fault(request.directive)
-        if self._suffer(fault, lambda f, status: ApiError(status, f.message or "")):
+        if self._apply_fault(fault, lambda f, status: ApiError(status, f.message or "")):
             return
         payload, spoiled = bedrock_wire.answer(bedrock_wire.pictures(model_id, doc, request), fault)
         if spoiled:

@@ -44,6 +44,8 @@ class StackConfig:
 
 
 class LocalStack:
+    """The stack `imagegw dev` runs; `start()` brings it up, `stop()` takes it down in reverse order."""
+
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.root = config.root or project_root()
