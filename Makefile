@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHECKOV := .venv-checkov
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test lint typecheck unit integration e2e sam-validate sam-build checkov bench lock clean
+.PHONY: dev test lint typecheck unit integration e2e devtools sam-validate sam-build checkov bench lock clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+# the local tools themselves: the upstream emulator, the local stack, the admin CLI, the template reader
+devtools: $(STAMP)
+	$(BIN)/pytest tests/devtools
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)

@@ -8,6 +8,10 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imagegw_dev.local_stack import LocalStack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +82,19 @@ def dev(argv: list[str]) -> int:
         signal.signal(signum, lambda *_: stop.set())
     started = time.monotonic()
     stack = LocalStack(config).start()
+    _print_ready(stack, base_url, time.monotonic() - started)
+    try:
+        stop.wait()
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+    return 0
+
+
+def _print_ready(stack: LocalStack, base_url: str | None, seconds: float) -> None:
     upstream = base_url or f"{stack.emulator.base_url} (built-in emulator, a test double)"
     print(
-        f"imagegw local stack ready in {time.monotonic() - started:.1f}s\n"
+        f"imagegw local stack ready in {seconds:.1f}s\n"
         f"  API      {stack.api_url}\n"
         f"  API key  {stack.api_key}\n"
         f"  upstream {upstream}\n"
@@ -92,12 +106,6 @@ def dev(argv: list[str]) -> int:
         "Ctrl-C stops.",
         flush=True,
     )
-    try:
-        stop.wait()
-    finally:
-        print("stopping...", flush=True)
-        stack.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Routes documents (shipped, file, SSM) and credentials (Secrets Manager), with moto for AWS."""
+"""Routes documents (shipped, file, SSM): parsing, validation and sources, with moto for AWS."""
 
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ from imagegw.settings import Settings
 from imagegw.upstream import (
     PROVIDER_TYPES,
     CooldownTracker,
-    Credentials,
-    RouteFault,
     RoutesError,
     build_router,
     parse_routes,
     shipped_routes_document,
 )
 from imagegw.upstream.config import RoutesSource
-from imagegw_dev.local_routes import local_routes
 
 
 def settings(**kw) -> Settings:
@@ -58,15 +55,6 @@ def test_shipped_routes_translate_retired_models_to_gpt_image_1_5():
 def test_build_router_with_the_shipped_file_makes_no_aws_call():
     router = build_router(settings(), Catalog.load(), cooldowns=CooldownTracker())
     assert set(router.table().providers) == {"openai"}
-
-
-def test_local_routes_point_the_shipped_routes_at_a_local_upstream():
-    doc, creds = local_routes("http://127.0.0.1:8089/v1/", "sk-emulator-1")
-    assert doc["providers"]["openai"]["base_url"] == "http://127.0.0.1:8089/v1"
-    assert creds == {"openai": {"api_key": "sk-emulator-1"}}
-    assert doc["models"] == shipped_routes_document()["models"]
-    doc, creds = local_routes("http://127.0.0.1:8089/v1", "")
-    assert creds == {} and "credential" not in doc["providers"]["openai"]
 
 
 # ----- validation ------------------------------------------------------------------------------------
@@ -194,46 +182,3 @@ def test_missing_ssm_routes_are_a_502_without_the_parameter_name():
     with pytest.raises(UpstreamError) as info:
         router.call(ImageRequest("generations", "gpt-image-1.5", {"prompt": "p"}), deadline=1e12)
     assert "/secret/routes/name" not in info.value.message
-
-
-# ----- credentials -----------------------------------------------------------------------------------
-
-
-@mock_aws
-def test_credentials_come_from_the_secret_and_are_cached():
-    sm = boto3.client("secretsmanager", region_name="us-east-1")
-    sm.create_secret(
-        Name="imagegw/upstream",
-        SecretString=json.dumps({"openai": {"api_key": "sk-one"}, "plain": "sk-plain"}),
-    )
-    creds = Credentials("imagegw/upstream", secrets_client=sm)
-    assert creds.api_key("openai") == "sk-one"
-    assert creds.api_key("plain") == "sk-plain"
-    assert creds.api_key(None) is None
-    sm.put_secret_value(
-        SecretId="imagegw/upstream", SecretString=json.dumps({"openai": {"api_key": "sk-two"}})
-    )
-    assert creds.api_key("openai") == "sk-one"  # cached (max_age 5 minutes)
-    creds.invalidate()  # after an upstream 401: re-read
-    assert creds.api_key("openai") == "sk-two"
-
-
-@mock_aws
-def test_a_missing_credential_or_secret_is_a_route_fault_naming_neither():
-    sm = boto3.client("secretsmanager", region_name="us-east-1")
-    sm.create_secret(Name="imagegw/upstream", SecretString=json.dumps({"openai": {"api_key": "sk-one"}}))
-    with pytest.raises(RouteFault) as info:
-        Credentials("imagegw/upstream", secrets_client=sm).api_key("azure")
-    assert "azure" not in info.value.message
-    with pytest.raises(RouteFault) as info:
-        Credentials("arn:aws:secretsmanager:us-east-1:1:secret:nope", secrets_client=sm).api_key("openai")
-    assert "nope" not in info.value.message and "arn:" not in info.value.message
-    sm.create_secret(Name="not-json", SecretString="sk-raw")
-    with pytest.raises(RouteFault):
-        Credentials("not-json", secrets_client=sm).api_key("openai")
-
-
-def test_without_a_secret_no_provider_gets_a_key():
-    creds = Credentials("")
-    assert not creds.configured
-    assert creds.api_key("openai") is None and creds.api_key(None) is None

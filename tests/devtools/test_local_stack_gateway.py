@@ -220,7 +220,7 @@ def test_chunked_request_bodies_reach_the_function_whole():
     import threading
     from http.server import ThreadingHTTPServer
 
-    from imagegw_dev.local_stack import _HttpHandler
+    from imagegw_dev.local_stack.api_gateway import _HttpHandler
 
     pool = FakePool()
     handler = type("Handler", (_HttpHandler,), {"gateway": gateway(pool), "quiet": True})
@@ -247,7 +247,7 @@ def test_a_method_the_route_does_not_serve_is_the_templates_404_not_a_501(method
     import threading
     from http.server import ThreadingHTTPServer
 
-    from imagegw_dev.local_stack import _HttpHandler
+    from imagegw_dev.local_stack.api_gateway import _HttpHandler
 
     pool = FakePool()
     handler = type("Handler", (_HttpHandler,), {"gateway": gateway(pool), "quiet": True})
