@@ -17,6 +17,7 @@ from typing import Any
 
 from imagegw.domain import HttpRequest, ImageFile, Operation, RawRequest
 from imagegw.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from imagegw.request.image_urls import FetchError, check_https_url
 
 # The body as the handler receives it (already base64-decoded). A guard: AWS Lambda refuses events over
 # 6 MB, so behind API Gateway a body this large never arrives (its INTEGRATION_FAILURE answer says why).
@@ -152,7 +153,13 @@ def _image_ref(name: str, ref: Any) -> ImageFile:
     if url[:5].lower() == "data:":
         return _data_url_image(name, url)
     if url[:8].lower() == "https://":
-        return ImageFile(field_name=name, data=b"", filename=_url_filename(url), source_url=url)
+        try:
+            parts = check_https_url(url)
+        except FetchError as exc:
+            raise InvalidRequest(
+                f"Invalid '{name}.image_url': {exc}", param=name, code="invalid_image_url"
+            ) from None
+        return ImageFile(field_name=name, data=b"", filename=_url_filename(parts.path), source_url=url)
     raise InvalidRequest(
         f"Invalid '{name}.image_url': expected an https URL or a base64 data URL.",
         param=name,
@@ -192,8 +199,7 @@ def _ref_type(name: str, expected: str, value: Any) -> InvalidRequest:
     return invalid_type(name, expected, value)
 
 
-def _url_filename(url: str) -> str:
-    path = urllib.parse.urlsplit(url).path
+def _url_filename(path: str) -> str:
     return path.rsplit("/", 1)[-1][:100] or "image"
 
 
