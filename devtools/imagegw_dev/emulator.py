@@ -826,7 +826,7 @@ def _open_image(param: str, content_type: str | None, data: bytes) -> Image.Imag
     return img
 
 
-def _build_job(kind: str, model: str, prompt: str, body: _Body) -> _Job:
+def _build_job(kind: str, model: str, prompt: str, body: _Body, *, deployment: bool = False) -> _Job:
     params = body.params
     gpt = _is_gpt_image(model)
     n = _int_param(params, "n", 1, 1, 10) or 1
@@ -856,7 +856,10 @@ def _build_job(kind: str, model: str, prompt: str, body: _Body) -> _Job:
         params, "quality", ("low", "medium", "high", "xhigh", "max", "auto", "standard", "hd")
     )
     quality = _QUALITY_ALIASES.get(quality_in or "auto", quality_in or "medium")
-    response_format = _choice_param(params, "response_format", ("url", "b64_json")) or "url"
+    # An Azure deployment is named, not its model: one not named after dall-e is taken for a gpt-image
+    # deployment, which answers base64 (the gateway asks dall-e deployments for b64_json explicitly).
+    default_format = "b64_json" if deployment and not model.lower().startswith("dall-e") else "url"
+    response_format = _choice_param(params, "response_format", ("url", "b64_json")) or default_format
     if gpt:
         response_format = "b64_json"
     stream = _bool_param(params, "stream")
@@ -1281,7 +1284,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.status is not None and fault.status != 200:
                 raise _fault_error(fault, fault.status, model)
 
-        job = _build_job(kind, model, prompt, body)
+        job = _build_job(kind, model, prompt, body, deployment=deployment is not None)
         if job.stream:
             self._stream(job, fault)
         else:

@@ -105,7 +105,8 @@ class ScriptedTlsServer:
         self.context = authority.server_context()
         self.routes: dict[str, Callable[[ssl.SSLSocket, ScriptedTlsServer], None]] = {}
         self.on_accept: Handler | None = None
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # the paths asked for, in order
+        self.heads: list[bytes] = []  # each request's line and headers, as received
         self._listener = socket.create_server((LOOPBACK, 0))
         self.port = self._listener.getsockname()[1]
         self._stopped = threading.Event()
@@ -145,6 +146,7 @@ class ScriptedTlsServer:
                 head += data
             path = head.split(b" ", 2)[1].decode("latin-1")
             self.requests.append(path)
+            self.heads.append(head)
             handler = self.routes.get(path.split("?")[0])
             if handler is None:
                 tls.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -219,5 +221,12 @@ def stall_mid_handshake(seconds: float) -> Handler:
         started = time.monotonic()
         while time.monotonic() - started < seconds and server.sleep(0.5):
             pass
+
+    return handler
+
+
+def answer_status(status: int) -> Callable[..., None]:
+    def handler(tls: ssl.SSLSocket, server: ScriptedTlsServer) -> None:
+        tls.sendall(f"HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
 
     return handler

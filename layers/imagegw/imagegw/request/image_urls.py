@@ -32,7 +32,13 @@ Fetcher = Callable[[str, int], bytes]
 
 
 class FetchError(Exception):
-    """An image URL could not be fetched; the message is safe to show the client."""
+    """An image URL could not be fetched; the message is safe to show the client. `status` is the HTTP
+    status a server answered (when that was the failure); `timed_out` tells a deadline from the rest."""
+
+    def __init__(self, message: str, *, status: int | None = None, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.timed_out = timed_out
 
 
 def resolve_image_urls(
@@ -236,7 +242,7 @@ def fetch_https(
             url = urllib.parse.urljoin(url, location)
             continue
         if status != 200:
-            raise FetchError(f"the server answered HTTP {status}.")
+            raise FetchError(f"the server answered HTTP {status}.", status=status)
         if sniff_format(body) is None:
             raise FetchError("the URL did not return an image (PNG, JPEG, WEBP or GIF).")
         return body
@@ -301,7 +307,7 @@ def _get_once(url: str, max_bytes: int, deadline: float, rules: FetchRules) -> t
 
     host, port, address, target = _vetted_target(url, rules)
     if deadline <= time.monotonic():
-        raise FetchError(f"timed out after {FETCH_TIMEOUT_S:.0f} s.")
+        raise FetchError("timed out.", timed_out=True)
     conn = _pinned_connection()(host, port, address, deadline, rules.context())
     try:
         conn.request("GET", target, headers={"Accept": "image/*", "User-Agent": "imagegw/1"})
@@ -315,7 +321,7 @@ def _get_once(url: str, max_bytes: int, deadline: float, rules: FetchRules) -> t
     except FetchError:
         raise
     except TimeoutError:
-        raise FetchError(f"timed out after {FETCH_TIMEOUT_S:.0f} s.") from None
+        raise FetchError("timed out.", timed_out=True) from None
     except (OSError, http.client.HTTPException, ssl.SSLError, ValueError):
         raise FetchError("the connection failed.") from None
     finally:
