@@ -12,6 +12,7 @@ import pytest
 from imagegw.api import base_url_of
 from imagegw.domain import Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
 from imagegw.errors import (
+    Gone,
     InvalidApiKey,
     InvalidRequest,
     ModelNotAllowed,
@@ -216,15 +217,20 @@ def test_error_of_is_the_http_error_body_plus_status():
 class FakeStore:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.signed: list[str] = []
 
     def put_image(self, key: str, data: bytes, fmt: str) -> None:
         self.objects[key] = data
 
     def presign(self, key: str) -> str:
+        self.signed.append(key)
         return f"https://bucket.s3.amazonaws.com/{key}?X-Amz-Signature=fresh"
 
     def get(self, key: str) -> bytes:
         return self.objects[key]
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
@@ -283,6 +289,24 @@ def test_a_succeeded_job_has_fresh_urls_and_b64_only_when_asked_and_small():
     assert "b64_json" not in job_view(succeeded("url"), store).to_dict()["result"]["data"][0]
     too_big = job_view(succeeded("b64_json", size=5 * 1024 * 1024), store).to_dict()
     assert list(too_big["result"]["data"][0]) == ["url"]
+
+
+@pytest.mark.parametrize("response_format", ["url", "b64_json"])
+def test_a_job_whose_images_expired_is_410_naming_the_expiry_and_signs_nothing(response_format):
+    """Images live ImageRetentionDays, job records 7 days: before, b64 jobs answered 500 (NoSuchKey) and
+    url jobs signed links to deleted objects."""
+    store = FakeStore()  # the lifecycle rule has removed the job's image
+    with pytest.raises(Gone) as info:
+        job_view(succeeded(response_format), store)
+    error = info.value
+    assert (error.status, error.code, error.param, error.type) == (
+        410,
+        "job_expired",
+        "job_id",
+        "invalid_request_error",
+    )
+    assert "expired" in error.message and "ImageRetentionDays" in error.message
+    assert store.signed == []
 
 
 def test_a_failed_job_shows_its_error_and_never_its_owner():
