@@ -33,7 +33,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
 }
 
 # `image[N]`; `images[N]` too: the JSON edit's names, as a queued job re-sends its inputs.
-_IMAGE_INDEXED = re.compile(r"images?\[(\d{1,4})\]")
+_IMAGE_INDEXED = re.compile(r"images?\[([0-9]{1,4})\]")
 _IMAGE_LIST = ("image", "image[]", "images[]")
 _NESTED_FIELD = re.compile(r"([A-Za-z_]\w*)((?:\[[^\[\]]+\])+)")  # svg[reasoning][effort]
 _NESTED_KEY = re.compile(r"\[([^\[\]]+)\]")
