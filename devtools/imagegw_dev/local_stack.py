@@ -533,6 +533,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         malformed requests) as API Gateway-like JSON answers with a request id, instead of HTML 501/431."""
         status, headers, payload = self.gateway.gateway_error(refusal_type(code))
         self.close_connection = True
+        self.request_version = "HTTP/1.1"  # an unreadable request line leaves HTTP/0.9: no status line at all
         self.send_response(status)
         for key, value in {**headers, "x-amzn-RequestId": str(uuid.uuid4())}.items():
             self.send_header(key, value)

@@ -47,6 +47,12 @@ _INVALID_JSON = (
 )
 
 
+_NOT_UTF8 = (
+    "We could not parse the JSON body of your request: it is not valid UTF-8 (it arrived with U+FFFD "
+    "replacement characters). Encode the body as UTF-8; to send U+FFFD itself, escape it as \\ufffd."
+)
+
+
 def parse_request(operation: Operation, http: HttpRequest) -> RawRequest:
     body = http.body or b""
     if len(body) > MAX_BODY_BYTES:
@@ -91,6 +97,10 @@ def _parse_json(operation: Operation, body: bytes) -> RawRequest:
         data = json.loads(text, parse_float=_parse_float, parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise InvalidRequest(_INVALID_JSON, code="invalid_json") from None
+    if "\ufffd" in text:
+        # API Gateway hands a text body to Lambda as a string, replacing bytes that are not UTF-8 with
+        # U+FFFD: a raw replacement character is the mark of a body that was not valid UTF-8 when sent.
+        raise InvalidRequest(_NOT_UTF8, code="invalid_json")
     if not isinstance(data, dict):
         from imagegw.request.validation import type_name
 
