@@ -138,3 +138,17 @@ def test_the_waf_web_acl_is_optional_rate_limits_per_ip_and_guards_the_stage():
     )
     arn = association["Properties"]["ResourceArn"]["Fn::Sub"]
     assert "/restapis/${ImagegwApi}/stages/${ImagegwApi.Stage}" in arn
+
+
+def test_handlers_never_put_their_response_in_a_trace():
+    """Powertools records a handler's response in its trace by default: base64 images and presigned URLs.
+    Off in code as well as in the environment, so a function without the template's variable is safe."""
+    sources = [*(ROOT / "layers" / "imagegw" / "imagegw").rglob("*.py"), *(ROOT / "functions").rglob("*.py")]
+    decorated = [
+        line.strip()
+        for path in sources
+        for line in path.read_text().splitlines()
+        if "capture_lambda_handler" in line or "capture_method" in line
+    ]
+    assert decorated, "the handlers are traced"
+    assert all("capture_response=False" in line for line in decorated), decorated
