@@ -177,7 +177,8 @@ def is_public_address(address: str) -> bool:
 
 
 def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # fec0::/10, deprecated
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified or site_local)
 
 
 @dataclass(frozen=True)
