@@ -249,3 +249,14 @@ def test_urls_that_urlsplit_cannot_read_are_400_naming_the_image(url):
     with pytest.raises(InvalidRequest) as info:
         parse_request("edits", json_request("edits", body))
     assert (info.value.status, info.value.code, info.value.param) == (400, "invalid_image_url", "images[0]")
+
+
+def test_the_session_guard_refuses_any_connect_off_the_machine():
+    """The guard every test runs under (tests/conftest.py): a filter that let an address through would
+    fail the test here, before a packet left."""
+    with socket.socket() as sock:
+        sock.settimeout(0.1)
+        with pytest.raises(AssertionError, match="not loopback"):
+            sock.connect(("192.0.2.1", 443))  # TEST-NET-1
+    with pytest.raises(AssertionError, match="not loopback"):
+        socket.create_connection(("198.51.100.7", 443), timeout=0.1)
