@@ -148,7 +148,7 @@ def test_one_requests_images_together_stay_within_the_input_budget(authority, se
     with pytest.raises(InvalidRequest) as info:
         resolve_image_urls(raw, fetcher, catalog=CATALOG, max_total_bytes=20 * 1024 * 1024)
     assert info.value.code == "invalid_image_url" and info.value.param.startswith("images[")
-    assert "may total 20 MB" in info.value.message
+    assert "may total at most 20 MB" in info.value.message
     assert sum(fetched) <= 20 * 1024 * 1024
 
 

@@ -71,17 +71,13 @@ def resolve_image_urls(
     def one(img: ImageFile) -> None:
         wanted = _limit_for(img, raw, inputs)
         granted = budget.reserve(wanted)
+        total = f"the images of one request may total at most {max_total_bytes // MB} MB"
         try:
             if granted <= 0:
-                raise FetchError(f"the images of one request may total at most {max_total_bytes // MB} MB.")
+                raise _unfetchable(img, f"{total}.")
             img.data = fetch(img.source_url or "", granted)
         except FetchError as exc:
-            hint = (
-                f" (the images of one request may total {max_total_bytes // MB} MB)"
-                if granted < wanted
-                else ""
-            )
-            raise _unfetchable(img, f"{exc}{hint}") from None
+            raise _unfetchable(img, f"{exc} ({total})" if granted < wanted else str(exc)) from None
         finally:
             budget.settle(granted, len(img.data))
         if not img.data:
