@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from helpers.loopback_site.loopback_guard import install as install_loopback_guard
 
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -45,3 +46,14 @@ def aws_env(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _only_loopback_connections():
+    """A stray connection is impossible: any connect to an address that is not loopback fails the test
+    (an SSRF filter that lets an address through fails here, instead of sending traffic off the machine).
+    socket.create_connection connects through socket.connect, so it is covered too. The e2e tier's
+    local stack gets the same guard at start-up (tests/helpers/loopback_site)."""
+    uninstall = install_loopback_guard()
+    yield
+    uninstall()

@@ -23,6 +23,10 @@ def stack(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("stack")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMAGEGW_"))}
     env.update({"PORT": "0", "IMAGEGW_DEV_API_KEY": "sk-e2e-" + "k" * 40, "PYTHONUNBUFFERED": "1"})
+    # The stack gets the tests' loopback-only guard at start-up (its sitecustomize): a request that makes
+    # it connect anywhere but 127.0.0.1 fails instead of leaving the machine.
+    guard = str(ROOT / "tests" / "helpers" / "loopback_site")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [guard, env.get("PYTHONPATH")]))
     log_path = state_dir / "stack.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -9,8 +9,10 @@ Gateways elsewhere answer malformed bodies with 5xx (LiteLLM: 13 of 83 bad input
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import re
 import time
 import urllib.parse
 import zlib
@@ -94,6 +96,7 @@ UTF16 = '{"model": "dall-e-3", "prompt": "otter"}'.encode("utf-16")  # with its 
 NON_ASCII_KEY = "Bearer sk-\u00fc\u00f1\u00ee\u00e7\u00f8d\u00e9-key".encode()
 LOOPBACK = [{"image_url": "https://127.0.0.1:1/x.png"}]
 LONG_NAME = "a" * 3_200_000
+DATA_URL_IMAGE = {"image_url": "data:image/png;base64," + base64.b64encode(png(64, 64)).decode()}
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -304,6 +307,46 @@ CASES = [
          param="images[0]", content_type=JSON),
     edit("json-edit-dall-e-2", js({"model": "dall-e-2", "prompt": "hat", "images": LOOPBACK}), param="model",
          content_type=JSON, **MEDIA),
+    # ----- image_url forms that urlsplit cannot read (were 500s), and addresses that are not public,
+    # however they are written: refused before any connection
+    *(edit(f"image-url-{name}", json_edit([{"image_url": url}]), code="invalid_image_url", param="images[0]",
+           content_type=JSON, message=fragment)
+      for name, url, fragment in [
+          ("unclosed-ipv6-bracket", "https://[::1", "not valid"),
+          ("stray-bracket", "https://a]b/", "not valid"),
+          ("nfkc-slash-in-host", "https://\u2100/", "not valid"),
+          ("port-out-of-range", "https://img.example:99999/x.png", "invalid port"),
+          ("metadata-v4", "https://169.254.169.254/latest/meta-data/", "not public"),
+          ("metadata-v6", "https://[fd00:ec2::254]/latest/meta-data/", "not public"),
+          ("nat64-metadata", "https://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "not public"),
+          ("nat64-loopback", "https://[64:ff9b::7f00:1]/x.png", "not public"),
+          ("nat64-local-use", "https://[64:ff9b:1::a00:1]/x.png", "not public"),
+          ("ipv4-compatible-private", "https://[::a00:1]/x.png", "not public"),
+          ("ipv4-compatible-metadata", "https://[::a9fe:a9fe]/x.png", "not public"),
+          ("6to4-metadata", "https://[2002:a9fe:a9fe::1]/x.png", "not public"),
+          ("6to4-private", "https://[2002:c0a8:101::1]/x.png", "not public"),
+          ("teredo-private-client", "https://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/x.png", "not public"),
+          ("ipv4-mapped-loopback", "https://[::ffff:127.0.0.1]/x.png", "not public"),
+          ("decimal-loopback", "https://2130706433/x.png", "not public"),
+          ("short-loopback", "https://127.1/x.png", "not public"),
+          ("localhost", "https://localhost/x.png", "not public"),
+          ("zero-address", "https://0.0.0.0/x.png", "not public"),
+      ]),
+    edit("image-url-mask-6to4", js({"model": "gpt-image-1.5", "prompt": "hat", "images": [DATA_URL_IMAGE],
+         "mask": {"image_url": "https://[2002:a9fe:a9fe::1]/m.png"}}), code="invalid_image_url", param="mask",
+         content_type=JSON, message="not public"),
+    # ----- strictness
+    gen("model-empty-string", js({"model": "", "prompt": "otter"}), code="empty_string", param="model"),
+    edit("multipart-model-empty", form(part("model", ""), part("prompt", "hat"), img(SMALL)),
+         code="empty_string", param="model"),
+    edit("multipart-n-arabic-indic-digit", gpt_edit(part("n", "\u0663"), img(SMALL)), code=TYPE, param="n"),
+    edit("multipart-n-fullwidth-digit", gpt_edit(part("n", "\uff12"), img(SMALL)), code=TYPE, param="n"),
+    gen("json-string-not-utf8", b'{"model": "dall-e-3", "prompt": "caf\xe9"}', **BAD_JSON),
+    gen("json-overlong-utf8", b'{"model": "dall-e-3", "prompt": "\xc0\xaf"}', **BAD_JSON),
+    gen("compression-over-int64", js({"model": "gpt-image-1.5", "prompt": "o", "output_format": "jpeg",
+        "output_compression": 2**64}), code="integer_above_max_value", param="output_compression"),
+    gen("partial-images-over-int64", js({"model": "gpt-image-1.5", "prompt": "o", "stream": True,
+        "partial_images": -(2**64)}), code="integer_below_min_value", param="partial_images"),
     # ----- Authorization
     gen("auth-missing", OK_GEN, auth=None, **NO_KEY),
     gen("auth-empty", OK_GEN, auth="", **NO_KEY),
@@ -588,3 +631,116 @@ def test_the_same_request_with_response_format_url_succeeds(stack, emulator_cont
     stored = ledger.objects("images/") - before
     assert len(stored) == 3 and all(f"/{request_id}/" in key for key in stored)
     assert ledger.used(quota_key)[0] == 3
+
+
+# ------------------------------------------------------------------------- 3. what the HTTP front refuses
+
+
+def raw_exchange(api_url: str, head: bytes) -> tuple[int, dict[str, str], bytes, float]:
+    """Bytes as written (no client library to tidy them up); the answer's status, headers and body."""
+    import socket
+
+    base = urllib.parse.urlsplit(api_url)
+    started = time.monotonic()
+    with socket.create_connection(
+        (base.hostname or "127.0.0.1", base.port or 80), timeout=ANSWER_WITHIN_S
+    ) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            head_end = data.find(b"\r\n\r\n")
+            if head_end >= 0:
+                length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", data[:head_end])
+                if length and len(data) >= head_end + 4 + int(length[1]):
+                    break
+    head_part, _, body = data.partition(b"\r\n\r\n")
+    lines = head_part.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body, time.monotonic() - started
+
+
+FRONT_REFUSALS = {
+    "TRACE": (b"TRACE /v1/images/generations HTTP/1.1\r\nHost: x\r\n\r\n", 404, "unknown_url"),
+    "unknown-method": (b"FROB /v1/images/generations HTTP/1.1\r\nHost: x\r\n\r\n", 404, "unknown_url"),
+    "CONNECT": (b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: x\r\n\r\n", 404, "unknown_url"),
+    "header-line-70kb": (
+        b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        431,
+        None,
+    ),
+    "150-headers": (
+        b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-H%d: 1\r\n" % i for i in range(150))
+        + b"\r\n",
+        431,
+        None,
+    ),
+    "request-line-70kb": (
+        b"GET /v1/images/jobs/" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        414,
+        None,
+    ),
+    "http-2-request-line": (b"POST /v1/images/generations HTTP/2.0\r\nHost: x\r\n\r\n", 400, None),
+    "garbage-request-line": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FRONT_REFUSALS))
+def test_the_front_refuses_like_api_gateway_with_json_never_html_or_5xx(stack, emulator_control, name):
+    """Methods no route serves and requests http.server will not read (its own HTML 501/431 pages before)."""
+    head, status, code = FRONT_REFUSALS[name]
+
+    answered, headers, body, elapsed = raw_exchange(stack["api_url"], head)
+
+    assert elapsed < ANSWER_WITHIN_S
+    assert answered == status, body[:300]
+    assert headers["content-type"].startswith("application/json")
+    assert headers.get("x-amzn-requestid")
+    error = json.loads(body)["error"]
+    assert error["message"].strip() and error["type"] == "invalid_request_error"
+    assert error["code"] == code
+    assert b"<html" not in body.lower() and b"<!doctype" not in body.lower()
+    assert upstream_requests(emulator_control) == []
+
+
+# ------------------------------------------------------------------- 4. upstream faults after admission
+
+
+# Each fault on an admitted request: the answer, and nothing charged or stored for work that was not done.
+FAULTS = {
+    "server-error": ({"status": 500}, 502, "upstream_error"),
+    "overloaded": ({"status": 503}, 502, "upstream_error"),
+    "connection-dropped": ({"drop": True}, 502, "upstream_error"),
+    "body-not-json": ({"malformed_json": True}, 502, "upstream_error"),
+    "truncated-base64": ({"truncated_b64": True}, 502, "upstream_error"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_an_upstream_fault_is_answered_refunded_and_leaves_nothing(
+    stack, emulator_control, ledger, quota_key, name
+):
+    fault, status, code = FAULTS[name]
+    requests.post(emulator_control + "/_emulator/faults", json={"mode": fault}, timeout=5)
+    before = ledger.objects()
+
+    response = post(
+        stack,
+        quota_key,
+        "/images/generations",
+        json={
+            "model": "gpt-image-1.5",
+            "prompt": "an otter",
+            "n": 2,
+            "quality": "low",
+            "response_format": "url",
+        },
+    )
+
+    check_error(response, status, type="server_error", code=code)
+    assert response.headers["x-should-retry"] == "false"
+    assert response.elapsed.total_seconds() < 28 + 1  # the sync deadline, plus one second
+    assert len(upstream_requests(emulator_control)) >= 1
+    assert ledger.used(quota_key) == (0, 0.0)
+    assert ledger.objects() == before

@@ -10,23 +10,29 @@ from imagegw.delivery.storage import ImageStore
 class InMemoryImageStore:
     """An `ImageStore` in a dict: `objects` maps key -> bytes, `formats` key -> the format it was put as.
 
-    `presign` answers `url_template` with the key filled in, so a test can pin the exact URL it expects.
+    `presign` answers `url_template` with the key filled in, so a test can pin the exact URL it expects,
+    and records each key it signed in `signed`.
     """
 
     def __init__(self, url_template: str = "https://bucket.example/{key}?sig=1") -> None:
         self.url_template = url_template
         self.objects: dict[str, bytes] = {}
         self.formats: dict[str, str] = {}
+        self.signed: list[str] = []
 
     def put_image(self, key: str, data: bytes, fmt: str) -> None:
         self.objects[key] = data
         self.formats[key] = fmt
 
     def presign(self, key: str) -> str:
+        self.signed.append(key)
         return self.url_template.format(key=key)
 
     def get(self, key: str) -> bytes:
         return self.objects[key]
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:

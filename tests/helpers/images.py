@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -76,3 +77,15 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     idat = zlib.compress(b"\0" * 64)
     return PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+@functools.cache
+def zero_png(width: int, height: int) -> bytes:
+    """A complete, valid RGBA PNG of width x height transparent-black pixels: all zeros compress ~1000:1,
+    so 9459x9459 (358 MB once decoded) is a file of about 350 KB. Cached: made once per session."""
+    row = b"\0" * (1 + 4 * width)  # filter byte + pixels
+    deflate = zlib.compressobj(9)
+    parts = [deflate.compress(row) for _ in range(height)]
+    parts.append(deflate.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")

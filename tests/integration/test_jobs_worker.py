@@ -487,3 +487,59 @@ def test_an_async_markup_edit_carries_its_markup_to_the_upstream(aws, worker, ke
     assert job["status"] == "succeeded", job
     [upstream] = emulator.requests
     assert [(f[0], f[1]) for f in upstream.files] == [("image", "otter.png"), ("markup", "arrows.png")]
+
+
+# ----- hostile input through the queue ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://[::1", "https://a]b/", "https://\u2100/", "https://[64:ff9b::a9fe:a9fe]/x.png"],
+)
+def test_an_unusable_image_url_in_a_queued_job_fails_it_at_once_never_retried(
+    aws, worker, key, emulator, url
+):
+    """These raised ValueError in urlsplit (or reached for a NAT64 metadata address): a transient failure,
+    redelivered until the dead-letter queue. Now the job fails on its first receive with the 400."""
+    queue = aws.queues["JobsQueue"]
+    request = {"model": "gpt-image-1.5", "prompt": "a hat", "images": [{"image_url": url}]}
+    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_bad_url", key.key_id, request, "edits"))
+
+    assert worker.invoke(receive_event(aws, queue, 1)) == {"batchItemFailures": []}
+
+    job = aws.job("job_bad_url")
+    assert job["status"] == "failed"
+    assert (job["error"]["status"], job["error"]["code"]) == (400, "invalid_image_url")
+    assert job["error"]["param"] == "images[0]"
+    assert emulator.requests == [] and aws.image_keys() == []
+
+
+def test_a_job_whose_images_expired_answers_410_and_signs_nothing(aws, worker, key, emulator):
+    """Images live ImageRetentionDays, job records 7 days: the status of a job whose images the bucket has
+    expired was a 500 (b64) or links to deleted objects (url)."""
+    generations = FunctionPool(
+        "GenerationsFunction", ROOT / "functions" / "generations", "app.lambda_handler", 30, 1024
+    )
+    status = FunctionPool(
+        "JobStatusFunction", ROOT / "functions" / "job_status", "app.lambda_handler", 30, 1024
+    )
+    for response_format in ("b64_json", "url"):
+        request = dict(OK_REQUEST, response_format=response_format)
+        queued = generations.invoke(
+            api_event("POST", "/v1/images/generations", key.raw_key, request, Prefer="respond-async")
+        )
+        job_id = json.loads(queued["body"])["id"]
+        assert worker.invoke(receive_event(aws, aws.queues["JobsQueue"], 1)) == {"batchItemFailures": []}
+        keys = [image["key"] for image in aws.job(job_id)["result"]["images"]]
+        aws.s3.delete_objects(Bucket=aws.bucket, Delete={"Objects": [{"Key": k} for k in keys]})  # lifecycle
+
+        expired = status.invoke(api_event("GET", f"/v1/images/jobs/{job_id}", key.raw_key))
+
+        assert expired["statusCode"] == 410, expired
+        error = json.loads(expired["body"])["error"]
+        assert (error["type"], error["code"], error["param"]) == (
+            "invalid_request_error",
+            "job_expired",
+            "job_id",
+        )
+        assert "expired" in error["message"] and "X-Amz" not in expired["body"]

@@ -165,7 +165,7 @@ def test_dns_names_resolving_to_private_addresses_are_refused(monkeypatch):
 def test_redirects_are_checked_again_and_limited(monkeypatch):
     hops: list[str] = []
 
-    def fake_get_once(url: str, max_bytes: int, deadline: float) -> tuple[int, str | None, bytes]:
+    def fake_get_once(url: str, max_bytes: int, deadline: float, rules: Any) -> tuple[int, str | None, bytes]:
         hops.append(url)
         if url == "https://a.example/start":
             return 302, "/next", b""
@@ -183,9 +183,9 @@ def test_redirects_are_checked_again_and_limited(monkeypatch):
 
 
 def test_fetched_bodies_must_be_images_and_200(monkeypatch):
-    monkeypatch.setattr(image_urls, "_get_once", lambda url, limit, deadline: (200, None, b"<html>"))
+    monkeypatch.setattr(image_urls, "_get_once", lambda url, limit, deadline, rules: (200, None, b"<html>"))
     with pytest.raises(FetchError, match="did not return an image"):
         fetch_https("https://a.example/x", 1024)
-    monkeypatch.setattr(image_urls, "_get_once", lambda url, limit, deadline: (404, None, b""))
+    monkeypatch.setattr(image_urls, "_get_once", lambda url, limit, deadline, rules: (404, None, b""))
     with pytest.raises(FetchError, match="HTTP 404"):
         fetch_https("https://a.example/x", 1024)

@@ -6,8 +6,10 @@ import base64
 import json
 from typing import Any
 
+import pytest
 from helpers.fakes import InMemoryImageStore
 
+from imagegw.errors import Gone
 from imagegw.jobs.submission import job_view
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -94,3 +96,21 @@ def test_a_retrying_job_shows_no_error_yet():
         {"job_id": "job_3", "status": "queued", "last_error": {"status": 502}}, InMemoryImageStore(S3_URL)
     ).to_dict()
     assert view["status"] == "queued" and view["error"] is None and view["result"] is None
+
+
+@pytest.mark.parametrize("response_format", ["url", "b64_json"])
+def test_a_job_whose_images_expired_is_410_naming_the_expiry_and_signs_nothing(response_format):
+    """Images live ImageRetentionDays, job records 7 days: before, b64 jobs answered 500 (NoSuchKey) and
+    url jobs signed links to deleted objects."""
+    store = InMemoryImageStore(S3_URL)  # the lifecycle rule has removed the job's image
+    with pytest.raises(Gone) as info:
+        job_view(succeeded(response_format), store)
+    error = info.value
+    assert (error.status, error.code, error.param, error.type) == (
+        410,
+        "job_expired",
+        "job_id",
+        "invalid_request_error",
+    )
+    assert "expired" in error.message and "ImageRetentionDays" in error.message
+    assert store.signed == []

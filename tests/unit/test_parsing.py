@@ -334,3 +334,18 @@ def test_json_edit_names_are_accepted_in_multipart_too():
         ("images[0]", "a.png"),
         ("images[1]", "b.png"),
     ]
+
+
+def test_a_json_body_that_was_not_utf8_is_invalid_json_even_after_api_gateway_replaced_its_bytes():
+    """API Gateway gives Lambda a text body as a string, with bytes that are not UTF-8 replaced by U+FFFD:
+    "caf\\xe9" arrives as "caf\\ufffd" and used to run as a prompt. A raw U+FFFD is refused; the escaped
+    form still means the character."""
+    mangled = '{"model": "dall-e-3", "prompt": "caf\ufffd"}'.encode()
+    with pytest.raises(InvalidRequest) as info:
+        parse_request("generations", http("generations", mangled, "application/json"))
+    assert (info.value.code, info.value.param) == ("invalid_json", None)
+    assert "not valid UTF-8" in info.value.message
+    escaped = parse_request(
+        "generations", http("generations", b'{"prompt": "caf\\ufffd"}', "application/json")
+    )
+    assert escaped.fields["prompt"] == "caf\ufffd"

@@ -58,3 +58,27 @@ def test_delete_removes_what_was_written_and_tolerates_nothing(s3):
 def test_the_key_layout_holds_no_caller_identity():
     key = image_key("images", "req_0123", 2, "png", now=0)
     assert key == "images/1970/01/01/req_0123/2.png"
+
+
+def test_svg_results_are_attachments_never_pages_of_the_bucket(s3):
+    """SVG can carry script: stored with Content-Disposition attachment, and every presigned link asks S3
+    to answer it as a download (response-content-disposition); raster images stay inline."""
+    store = S3ImageStore(s3, BUCKET, 3600)
+    svg_key = image_key("images", "req_svg", 0, "svg")
+    store.put_image(
+        svg_key, b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", "svg"
+    )
+    assert s3.head_object(Bucket=BUCKET, Key=svg_key)["ContentDisposition"] == "attachment"
+    query = parse_qs(urlsplit(store.presign(svg_key)).query)
+    assert query["response-content-disposition"] == ['attachment; filename="0.svg"']
+    png_key = image_key("images", "req_png", 0, "png")
+    store.put_image(png_key, b"png", "png")
+    assert "ContentDisposition" not in s3.head_object(Bucket=BUCKET, Key=png_key)
+    assert "response-content-disposition" not in parse_qs(urlsplit(store.presign(png_key)).query)
+
+
+def test_exists_tells_a_stored_object_from_an_expired_one(s3):
+    store = S3ImageStore(s3, BUCKET, 3600)
+    store.put_image("images/here.png", b"x", "png")
+    assert store.exists("images/here.png")
+    assert not store.exists("images/expired.png")

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from helpers.tls import LocalAuthority, ScriptedTlsServer, answer_status, redirect, serve, trickle
 from PIL import Image
 
 from imagegw.domain import ImageFile
@@ -168,28 +169,76 @@ def test_no_key_means_no_authorization_header(upstream):
     assert "authorization" not in upstream.seen[0].headers
 
 
-def test_url_answers_are_downloaded_without_credentials(upstream):
-    upstream.replies["/v1/images/generations"] = [
-        ok({"url": upstream.url + "/files/a.png", "revised_prompt": "rp"})
-    ]
-    upstream.replies["/files/a.png"] = [Reply(body=png(), headers={"Content-Type": "image/png"})]
-    result = call(openai(upstream))
+@pytest.fixture(scope="module")
+def image_host():
+    """Where URL answers point: a TLS server signed by a test authority (the download uses the image_url
+    fetcher, which speaks only https to allowed addresses)."""
+    authority = LocalAuthority()
+    server = ScriptedTlsServer(authority)
+    yield server
+    server.close()
+
+
+def downloading(upstream, image_host, key: str | None = KEY) -> OpenAIProvider:
+    cfg = ProviderConfig("o", "openai", url=upstream.url + "/v1", credential="openai")
+    rules = image_host.authority.loopback_rules()
+    return OpenAIProvider(cfg, ProviderContext(new_http_session(), FixedKey(key), fetch_rules=rules))
+
+
+def test_url_answers_are_downloaded_without_credentials(upstream, image_host):
+    url = image_host.route("/files/a.png", serve(png()))
+    upstream.replies["/v1/images/generations"] = [ok({"url": url, "revised_prompt": "rp"})]
+    result = call(downloading(upstream, image_host))
     assert result.images[0].data == png() and result.images[0].revised_prompt == "rp"
-    assert "authorization" not in upstream.seen[1].headers
+    assert KEY.encode() not in image_host.heads[-1]
+    assert b"authorization" not in image_host.heads[-1].lower()
 
 
-def test_a_truncated_downloaded_image_is_malformed(upstream):
-    upstream.replies["/v1/images/generations"] = [ok({"url": upstream.url + "/files/b.png"})]
-    upstream.replies["/files/b.png"] = [Reply(body=png()[:40], headers={"Content-Type": "image/png"})]
+def test_a_truncated_downloaded_image_is_malformed(upstream, image_host):
+    url = image_host.route("/files/b.png", serve(png()[:40]))
+    upstream.replies["/v1/images/generations"] = [ok({"url": url})]
     with pytest.raises(UpstreamMalformed):
-        call(openai(upstream))
+        call(downloading(upstream, image_host))
 
 
-def test_a_download_server_error_is_transient(upstream):
-    upstream.replies["/v1/images/generations"] = [ok({"url": upstream.url + "/files/c.png"})]
-    upstream.replies["/files/c.png"] = [Reply(503, b"")]
+def test_a_download_server_error_is_transient(upstream, image_host):
+    url = image_host.route("/files/c.png", answer_status(503))
+    upstream.replies["/v1/images/generations"] = [ok({"url": url})]
     with pytest.raises(TransientFailure):
+        call(downloading(upstream, image_host))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/files/x.png",  # plain http
+        "https://169.254.169.254/latest/meta-data/x.png",  # instance metadata
+        "https://[64:ff9b::a9fe:a9fe]/x.png",  # the same through NAT64
+        "https://10.0.0.1/x.png",
+    ],
+)
+def test_url_answers_are_held_to_the_image_url_rules(upstream, url):
+    """Before: plain requests.get (http allowed, redirects followed, no address check). The default rules
+    refuse these before any connect (the session's connect guard would fail the test otherwise)."""
+    upstream.replies["/v1/images/generations"] = [ok({"url": url})]
+    with pytest.raises(UpstreamMalformed, match="could not be fetched"):
         call(openai(upstream))
+
+
+def test_a_download_redirected_to_a_private_address_is_refused(upstream, image_host):
+    url = image_host.route("/files/moved.png", redirect("https://169.254.169.254/x.png"))
+    upstream.replies["/v1/images/generations"] = [ok({"url": url})]
+    with pytest.raises(UpstreamMalformed, match="not public"):
+        call(downloading(upstream, image_host))
+
+
+def test_a_download_trickling_its_headers_stops_at_the_deadline(upstream, image_host):
+    url = image_host.route("/files/slow.png", trickle(b"HTTP/1.1 200 OK\r\n", every=0.3))
+    upstream.replies["/v1/images/generations"] = [ok({"url": url})]
+    started = time.monotonic()
+    with pytest.raises(TransientFailure):
+        call(downloading(upstream, image_host), timeout=2.0)
+    assert time.monotonic() - started < 3.0
 
 
 def test_a_body_trickling_past_the_timeout_is_cut_at_the_deadline(upstream):

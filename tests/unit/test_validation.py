@@ -26,7 +26,7 @@ from helpers.images import (
 )
 
 from imagegw.domain import HttpRequest, ImageRequest
-from imagegw.errors import ApiError
+from imagegw.errors import ApiError, InvalidRequest
 from imagegw.request.catalog import Catalog
 from imagegw.request.image_urls import FetchError, resolve_image_urls
 from imagegw.request.parsing import parse_request
@@ -576,9 +576,37 @@ def test_default_generation_is_dall_e_2_with_seed_defaults():
     }
 
 
-@pytest.mark.parametrize("model", [None, ""])
-def test_null_or_empty_model_means_the_default(model):
-    assert run(gen(model=model, prompt="x")).model == "dall-e-2"
+def test_null_model_means_the_default():
+    assert run(gen(model=None, prompt="x")).model == "dall-e-2"
+
+
+def test_an_empty_model_name_is_an_empty_string_error_not_a_silent_default():
+    """Once given, the model is a name: "" is the client's mistake (a blank form field, an unset variable),
+    answered like an empty prompt, instead of quietly running (and charging) dall-e-2."""
+    with pytest.raises(InvalidRequest) as info:
+        run(gen(model="", prompt="x"))
+    assert (info.value.status, info.value.code, info.value.param) == (400, "empty_string", "model")
+    assert info.value.message.startswith("Invalid 'model': empty string.")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("n", "\u0663"), ("n", "\uff12"), ("output_compression", "\u0665\u0660")]
+)
+def test_multipart_integers_are_ascii_digits_only(field, value):
+    """int() reads digits of every script ("\u0663" is 3); OpenAI's form parser does not."""
+    with pytest.raises(InvalidRequest) as info:
+        run(
+            edit(
+                {
+                    "model": "gpt-image-1.5",
+                    "prompt": "x",
+                    "output_format": "jpeg",
+                    field: value,
+                    "image": OTTER,
+                }
+            )
+        )
+    assert (info.value.code, info.value.param) == ("invalid_type", field)
 
 
 @pytest.mark.parametrize(

@@ -490,7 +490,7 @@ def _input_images(kind: str, body: Body) -> tuple[list[Image.Image], Image.Image
     return inputs, mask, hashlib.sha256(body.images[0][2]).hexdigest()
 
 
-def build_job(kind: str, model: str, prompt: str, body: Body) -> Job:
+def build_job(kind: str, model: str, prompt: str, body: Body, *, deployment: bool = False) -> Job:
     """The validated image request, or an ApiError for the first parameter OpenAI would refuse."""
     params = body.params
     gpt = _is_gpt_image(model)
@@ -498,7 +498,10 @@ def build_job(kind: str, model: str, prompt: str, body: Body) -> Job:
     width, height = _parse_size(params.get("size"))
     output = _output(params)
     quality = _quality(params)
-    response_format = _choice_param(params, "response_format", ("url", "b64_json")) or "url"
+    # An Azure deployment is named, not its model: one not named after dall-e is taken for a gpt-image
+    # deployment, which answers base64 (the gateway asks dall-e deployments for b64_json explicitly).
+    default_format = "b64_json" if deployment and not model.lower().startswith("dall-e") else "url"
+    response_format = _choice_param(params, "response_format", ("url", "b64_json")) or default_format
     if gpt:
         response_format = "b64_json"
     stream, partial_images = _streaming(params, model, gpt)

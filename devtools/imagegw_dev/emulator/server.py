@@ -346,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = emu._next_fault(directive)
         if self._apply_fault(fault, lambda f, status: openai_wire.fault_error(f, status, model)):
             return
-        job = openai_wire.build_job(kind, model, prompt, body)
+        job = openai_wire.build_job(kind, model, prompt, body, deployment=deployment is not None)
         if job.stream:
             self._stream(job, fault)
         else:

@@ -207,7 +207,7 @@ class ApiGateway:
         self, response_type: str, request_id: str = "", request_headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         """API Gateway's own answer of one response type, as the template's GatewayResponses shape it."""
-        status, message = GATEWAY_DEFAULTS[response_type]
+        status, message = GATEWAY_DEFAULTS.get(response_type) or HTTP_REFUSALS[response_type]
         custom = self.gateway_responses.get(response_type) or self.gateway_responses.get(
             "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
         )
@@ -245,6 +245,26 @@ def gateway_responses(template: dict[str, Any]) -> dict[str, Any]:
     for props in resources(template, "AWS::Serverless::Api").values():
         found.update(props.get("GatewayResponses") or {})
     return found
+
+
+# What http.server refuses before any routing (its own HTML pages otherwise), answered the way API Gateway
+# answers a request it will not pass on: JSON in the template's DEFAULT_4XX shape, never a 5xx.
+HTTP_REFUSALS = {
+    "REQUEST_HEADERS_TOO_LARGE": (431, "Request Header Fields Too Large"),
+    "REQUEST_URI_TOO_LONG": (414, "Request-URI Too Long"),
+    "BAD_REQUEST": (400, "Bad Request"),
+}
+
+
+def refusal_type(code: int) -> str:
+    """The gateway answer for one of http.server's own error codes."""
+    if code == 501:  # no do_<METHOD>: a method no route serves, as API Gateway answers it
+        return "MISSING_AUTHENTICATION_TOKEN"
+    if code == 431:
+        return "REQUEST_HEADERS_TOO_LARGE"
+    if code == 414:
+        return "REQUEST_URI_TOO_LONG"
+    return "BAD_REQUEST"  # a malformed request line or header, an HTTP version it does not speak (505)
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
@@ -285,6 +305,22 @@ class _HttpHandler(BaseHTTPRequestHandler):
     # Every method API Gateway takes reaches the routing, so that a method a resource does not serve gets
     # the same 404 answer a deployed API gives (not http.server's own 501 HTML page).
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's refusals (unknown methods such as TRACE, headers or a request line over its limits,
+        malformed requests) as API Gateway-like JSON answers with a request id, instead of HTML 501/431."""
+        request_id = str(uuid.uuid4())
+        status, headers, payload = self.gateway.gateway_error(refusal_type(code), request_id)
+        self.close_connection = True
+        self.request_version = "HTTP/1.1"  # an unreadable request line leaves HTTP/0.9: no status line at all
+        self.send_response(status)
+        for key, value in {**headers, "x-amzn-RequestId": request_id}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:

@@ -170,7 +170,7 @@ def make_api_handler(endpoint: str) -> Callable[[dict[str, Any], Any], dict[str,
     app = create_app(lambda: build_service(settings), [endpoint])
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-    @tracer.capture_lambda_handler
+    @tracer.capture_lambda_handler(capture_response=False)  # no base64 images or presigned URLs in traces
     @metrics.log_metrics
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return serve(app, event, context)

@@ -69,6 +69,13 @@ class ModelNotFound(NotFound):
         )
 
 
+class Gone(ApiError):
+    """What was asked for existed but has expired (a job whose images the bucket no longer keeps)."""
+
+    status = 410
+    type = "invalid_request_error"
+
+
 class RequestTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"

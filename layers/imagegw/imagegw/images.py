@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -54,6 +55,32 @@ class ImageTooLarge(ImageUnreadable):
 # Pillow's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS, about 89.5 million pixels; Pillow only
 # warns between it and twice it). An input over it is refused, so no such image is ever sent upstream.
 MAX_PIXELS = 89_478_485
+
+
+# Pixels an image may have where the gateway decodes it (the Bedrock request builder, resizing, format
+# conversion): 4 bytes per RGBA pixel and up to three working copies (convert, paste, resize) make about
+# 300 MB at 25 million pixels, which fits the API function's 1024 MB next to the request's input budget
+# (tests/unit/test_template.py keeps the template's memory and these budgets in step). Checked from the
+# header, before any pixel is decoded. Inputs the gateway only passes on are held to MAX_PIXELS alone.
+DECODE_PIXEL_BUDGET = 25_000_000
+
+
+def open_within_budget(data: bytes, budget: int = DECODE_PIXEL_BUDGET) -> Any:
+    """A lazily opened Pillow image whose header declares at most `budget` pixels; ImageTooLarge over it,
+    ImageUnreadable when the header cannot be read. Nothing is decoded until the caller asks."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except Exception as exc:  # Pillow raises many types for bad headers
+        raise ImageUnreadable(str(exc)) from exc
+    width, height = img.size
+    if width * height > budget:
+        img.close()
+        raise ImageTooLarge(f"{width}x{height} pixels is over the {budget:,}-pixel budget")
+    return img
 
 
 @dataclass(frozen=True)

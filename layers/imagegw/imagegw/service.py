@@ -46,7 +46,11 @@ class ImageService:
 
     def handle(self, operation: Operation, http: HttpRequest, remaining_ms: Callable[[], int]) -> ApiResponse:
         caller = self.accounts.authenticate(http.headers.get("authorization"))
-        raw = resolve_image_urls(parse_request(operation, http), catalog=self.catalog)
+        raw = resolve_image_urls(
+            parse_request(operation, http),
+            catalog=self.catalog,
+            max_total_bytes=self.settings.max_request_input_bytes,
+        )
         request = validate(raw, self.catalog)
         logger.append_keys(model=request.model, operation=operation, key=caller.display)
         if prefers_async(http.headers):

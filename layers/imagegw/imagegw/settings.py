@@ -41,6 +41,13 @@ class Settings:
     # (and the idempotency records of jobs) expire after jobs_ttl_seconds.
     jobs_max_receive_count: int = 3
     jobs_ttl_seconds: int = 7 * 24 * 3600
+    # What one request's images may total in memory (fetched image_urls, data URLs, files), in MB: a quarter
+    # of the API function's memory (template parameter MaxRequestInputMB; docs in README, Security).
+    max_request_input_mb: int = 256
+
+    @property
+    def max_request_input_bytes(self) -> int:
+        return self.max_request_input_mb * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +75,8 @@ class Settings:
             raise SettingsError("IMAGEGW_MAX_ATTEMPTS must be at least 1")
         if self.sync_deadline_seconds <= 0 or self.attempt_timeout_seconds <= 0:
             raise SettingsError("deadlines and timeouts must be positive")
+        if not 8 <= self.max_request_input_mb <= 10240:
+            raise SettingsError("IMAGEGW_MAX_REQUEST_INPUT_MB must be between 8 and 10240")
         if self.jobs_max_receive_count < 1 or self.jobs_ttl_seconds < 3600:
             raise SettingsError(
                 "IMAGEGW_JOBS_MAX_RECEIVE_COUNT must be at least 1 and IMAGEGW_JOBS_TTL_SECONDS at least 3600"

@@ -21,6 +21,7 @@ class ImageStore(Protocol):
     def put_image(self, key: str, data: bytes, fmt: str) -> None: ...
     def presign(self, key: str) -> str: ...
     def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
     def delete(self, keys: list[str]) -> None: ...
 
 
@@ -31,29 +32,50 @@ class S3ImageStore:
         self._ttl = url_ttl_seconds
 
     def put_image(self, key: str, data: bytes, fmt: str) -> None:
+        extra = {"ContentDisposition": "attachment"} if is_active_content(key) else {}
         self._s3.put_object(
             Bucket=self._bucket,
             Key=key,
             Body=data,
             ContentType=CONTENT_TYPES.get(fmt, "application/octet-stream"),
             CacheControl="private, max-age=3600",
+            **extra,
         )
 
     def presign(self, key: str) -> str:
-        url: str = self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=self._ttl
-        )
+        params = {"Bucket": self._bucket, "Key": key}
+        if is_active_content(key):  # a download, never a page rendered from the bucket's origin
+            params["ResponseContentDisposition"] = f'attachment; filename="{key.rsplit("/", 1)[-1]}"'
+        url: str = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=self._ttl)
         return url
 
     def get(self, key: str) -> bytes:
         data: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
         return data
 
+    def exists(self, key: str) -> bool:
+        """False once the object is gone (the bucket's lifecycle rule expires images)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3.head_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
     def delete(self, keys: list[str]) -> None:
         if keys:
             self._s3.delete_objects(
                 Bucket=self._bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
             )
+
+
+def is_active_content(key: str) -> bool:
+    """SVG can carry script: served as an attachment, so a browser never renders it as a page of the
+    bucket's origin."""
+    return key.lower().endswith(".svg")
 
 
 def image_key(prefix: str, request_id: str, index: int, fmt: str, now: float | None = None) -> str:

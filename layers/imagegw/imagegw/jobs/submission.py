@@ -22,7 +22,14 @@ from imagegw.delivery.outputs import Image, ImagesResponse, Job, JobAccepted
 from imagegw.delivery.render import json_body
 from imagegw.delivery.storage import ImageStore
 from imagegw.domain import ApiResponse, Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
-from imagegw.errors import InvalidRequest, NotFound, RequestTooLarge, ServiceUnavailable, to_error_response
+from imagegw.errors import (
+    Gone,
+    InvalidRequest,
+    NotFound,
+    RequestTooLarge,
+    ServiceUnavailable,
+    to_error_response,
+)
 from imagegw.images import sniff_format
 from imagegw.jobs.messages import JOB_ID_RE, MAX_MESSAGE_BYTES, InputRef, JobMessage
 from imagegw.jobs.store import FAILED, SUCCEEDED, JobStore
@@ -207,6 +214,15 @@ def _stored_result(
 ) -> ImagesResponse:
     """A succeeded job's result as an ImagesResponse, from the S3 keys its record keeps."""
     images = result.get("images") or []
+    # All images of a job are stored together and expire together (the bucket's lifecycle rule,
+    # ImageRetentionDays; job records live longer): one HEAD tells whether there is anything to sign.
+    if images and not store.exists(images[0]["key"]):
+        raise Gone(
+            "The images of this job have expired: generated images are kept for a limited number of days "
+            "(ImageRetentionDays) and the job record longer. Send the request again to generate new ones.",
+            param="job_id",
+            code="job_expired",
+        )
     inline = (
         response_format == "b64_json" and sum(int(img.get("bytes", 0)) for img in images) <= inline_b64_max
     )

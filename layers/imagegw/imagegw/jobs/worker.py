@@ -247,7 +247,11 @@ class JobWorker:
                 body=body,
                 request_id=message.job_id,
             )
-            raw = resolve_image_urls(parse_request(message.operation, http), catalog=catalog)
+            raw = resolve_image_urls(
+                parse_request(message.operation, http),
+                catalog=catalog,
+                max_total_bytes=self.service.settings.max_request_input_bytes,
+            )
         request = validate(raw, catalog)
         if request.stream:
             raise InvalidRequest(

@@ -17,6 +17,7 @@ from typing import Any
 
 from imagegw.domain import HttpRequest, ImageFile, Operation, RawRequest
 from imagegw.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from imagegw.request.image_urls import FetchError, check_https_url
 
 # The body as the handler receives it (already base64-decoded). A guard: AWS Lambda refuses events over
 # 6 MB, so behind API Gateway a body this large never arrives (API Gateway answers 413: docs/deploy.md).
@@ -32,7 +33,7 @@ ACCEPTS: dict[str, tuple[str, ...]] = {
 }
 
 # `image[N]`; `images[N]` too: the JSON edit's names, as a queued job re-sends its inputs.
-_IMAGE_INDEXED = re.compile(r"images?\[(\d{1,4})\]")
+_IMAGE_INDEXED = re.compile(r"images?\[([0-9]{1,4})\]")
 _IMAGE_LIST = ("image", "image[]", "images[]")
 _NESTED_FIELD = re.compile(r"([A-Za-z_]\w*)((?:\[[^\[\]]+\])+)")  # svg[reasoning][effort]
 _NESTED_KEY = re.compile(r"\[([^\[\]]+)\]")
@@ -43,6 +44,12 @@ _DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
 _INVALID_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
     "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+)
+
+
+_NOT_UTF8 = (
+    "We could not parse the JSON body of your request: it is not valid UTF-8 (it arrived with U+FFFD "
+    "replacement characters). Encode the body as UTF-8; to send U+FFFD itself, escape it as \\ufffd."
 )
 
 
@@ -90,6 +97,10 @@ def _parse_json(operation: Operation, body: bytes) -> RawRequest:
         data = json.loads(text, parse_float=_parse_float, parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise InvalidRequest(_INVALID_JSON, code="invalid_json") from None
+    if "\ufffd" in text:
+        # API Gateway hands a text body to Lambda as a string, replacing bytes that are not UTF-8 with
+        # U+FFFD: a raw replacement character is the mark of a body that was not valid UTF-8 when sent.
+        raise InvalidRequest(_NOT_UTF8, code="invalid_json")
     if not isinstance(data, dict):
         from imagegw.request.validation import type_name
 
@@ -152,7 +163,13 @@ def _image_ref(name: str, ref: Any) -> ImageFile:
     if url[:5].lower() == "data:":
         return _data_url_image(name, url)
     if url[:8].lower() == "https://":
-        return ImageFile(field_name=name, data=b"", filename=_url_filename(url), source_url=url)
+        try:
+            parts = check_https_url(url)
+        except FetchError as exc:
+            raise InvalidRequest(
+                f"Invalid '{name}.image_url': {exc}", param=name, code="invalid_image_url"
+            ) from None
+        return ImageFile(field_name=name, data=b"", filename=_url_filename(parts.path), source_url=url)
     raise InvalidRequest(
         f"Invalid '{name}.image_url': expected an https URL or a base64 data URL.",
         param=name,
@@ -192,8 +209,7 @@ def _ref_type(name: str, expected: str, value: Any) -> InvalidRequest:
     return invalid_type(name, expected, value)
 
 
-def _url_filename(url: str) -> str:
-    path = urllib.parse.urlsplit(url).path
+def _url_filename(path: str) -> str:
     return path.rsplit("/", 1)[-1][:100] or "image"
 
 

@@ -27,8 +27,9 @@ from imagegw.errors import ApiError, InvalidRequest, ModelNotFound, UnsupportedM
 from imagegw.images import MAX_PIXELS, ImageTooLarge, ImageUnreadable, mimetype_of, probe, sniff_format
 from imagegw.request.catalog import Catalog, ImageLimits, Inputs, MaskLimits, ModelSpec, ParamSpec, SizeRule
 
-_INT_TEXT = re.compile(r"[+-]?\d{1,18}")
-_SIZE = re.compile(r"([1-9]\d{0,4})x([1-9]\d{0,4})")
+# ASCII digits only: `int()` also reads other scripts' digits ("\u0663" is 3), which no upstream takes.
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
+_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
 _MAX_ECHO = 200  # a client's value is echoed in messages up to this many characters
 
@@ -88,8 +89,15 @@ def choose_model(raw: RawRequest, catalog: Catalog) -> ModelSpec:
     """
     op = raw.operation
     model = raw.fields.get("model")
-    if model is None or model == "":
+    if model is None:
         return _default_model(raw, catalog)
+    if model == "":  # a name that is required once given: not a silent default
+        raise InvalidRequest(
+            "Invalid 'model': empty string. Expected a string with minimum length 1, but got an empty "
+            "string instead.",
+            param="model",
+            code="empty_string",
+        )
     if not isinstance(model, str):
         raise InvalidRequest(
             f"Invalid type for 'model': expected a string, but got {type_name(model)} instead.",

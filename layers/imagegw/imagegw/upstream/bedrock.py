@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from imagegw.domain import GeneratedImage, ImageFile, Operation, UpstreamResult
+from imagegw.images import DECODE_PIXEL_BUDGET, ImageTooLarge, ImageUnreadable, open_within_budget
 from imagegw.upstream.config import ProviderConfig, RoutesError
 from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
 from imagegw.upstream.providers import ProviderContext
@@ -140,12 +141,20 @@ def _png(img: Any) -> bytes:
 
 
 def _open(data: bytes, what: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
+    """An input decoded for Nova, its size checked against the pixel budget from the header first (a small
+    PNG can declare 9459x9459 pixels: 1.2 GB and seconds of work once decoded and converted)."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = open_within_budget(data)
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError):
+    except ImageTooLarge:
+        raise UpstreamRejected(
+            f"Invalid file '{what}': the image is too large for this model; images of at most "
+            f"{DECODE_PIXEL_BUDGET:,} pixels are accepted.",
+            status=400,
+            param=what,
+            code="image_too_large",
+        ) from None
+    except (ImageUnreadable, OSError, ValueError):
         raise UpstreamRejected(f"The {what} could not be decoded.", status=400, param=what) from None
     return img
 
@@ -328,17 +337,17 @@ class NovaRequest:
 
 def convert_format(data: bytes, fmt: str, compression: Any = None) -> bytes:
     """PNG bytes as JPEG or WebP (quality = output_compression when given, else 92)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     quality = compression if isinstance(compression, int) and not isinstance(compression, bool) else 92
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_within_budget(data) as img:
             out = io.BytesIO()
             if fmt == "jpeg":
                 img.convert("RGB").save(out, format="JPEG", quality=max(1, min(100, quality)))
             else:
                 img.save(out, format="WEBP", quality=max(1, min(100, quality)))
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (ImageUnreadable, UnidentifiedImageError, OSError, ValueError):
         raise UpstreamMalformed("The upstream returned an image that could not be decoded.") from None
     return out.getvalue()
 

@@ -22,6 +22,7 @@ import requests
 import urllib3
 
 from imagegw.domain import GeneratedImage, ImageFile, Operation, UpstreamResult
+from imagegw.request.image_urls import PUBLIC_INTERNET, FetchError, FetchRules, fetch_https
 from imagegw.upstream.config import ProviderConfig, RoutesError
 from imagegw.upstream.credentials import Credentials
 from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
@@ -59,6 +60,9 @@ class ProviderContext:
     session: requests.Session
     credentials: Credentials
     clients: Mapping[str, Any] = field(default_factory=dict)
+    # Images an upstream answers as URLs are fetched under the image_url rules (https, public addresses,
+    # redirects re-checked, a size limit, one deadline); tests pass their own rules to reach 127.0.0.1.
+    fetch_rules: FetchRules = PUBLIC_INTERNET
 
 
 ProviderFactory = Callable[[ProviderConfig, ProviderContext], Provider]
@@ -224,6 +228,7 @@ class OpenAIProvider:
         self.config = config
         self._session = context.session
         self._credentials = context.credentials
+        self._fetch_rules = context.fetch_rules
 
     @classmethod
     def create(cls, config: ProviderConfig, context: ProviderContext) -> Provider:
@@ -306,23 +311,20 @@ class OpenAIProvider:
         return UpstreamResult(images=generated, usage=parsed.usage, meta=parsed.meta)
 
     def _download(self, url: str, deadline: float) -> bytes:
-        """An image the upstream answered as a URL, fetched within the same deadline (no credentials sent)."""
-        answer = http_request(
-            self._session,
-            "GET",
-            url,
-            deadline=deadline,
-            headers={"User-Agent": USER_AGENT},
-            allow_redirects=True,
-        )
-        if answer.status == 429 or answer.status >= 500:
-            raise TransientFailure(
-                f"Downloading the upstream image answered {answer.status}.", status=answer.status
-            )
-        if answer.status != 200:
-            raise UpstreamMalformed(f"The upstream image URL answered {answer.status}.")
-        check_image(answer.body, "downloaded image")
-        return answer.body
+        """An image the upstream answered as a URL, fetched like a client's image_url (https, public
+        addresses, redirects re-checked, a size limit) within the same deadline; no credentials sent."""
+        try:
+            data = fetch_https(url, MAX_BODY_BYTES, timeout=_remaining(deadline), rules=self._fetch_rules)
+        except FetchError as exc:
+            if exc.timed_out:
+                raise TransientFailure("The upstream did not answer in time.", timed_out=True) from None
+            if exc.status is not None and (exc.status == 429 or exc.status >= 500):
+                raise TransientFailure(
+                    f"Downloading the upstream image answered {exc.status}.", status=exc.status
+                ) from None
+            raise UpstreamMalformed(f"The upstream image URL could not be fetched: {exc}") from None
+        check_image(data, "downloaded image")
+        return data
 
 
 # --------------------------------------------------------------------------------------------------

@@ -136,15 +136,17 @@ def cover_crop(img: Any, size: tuple[int, int]) -> Any:
 
 def fit_to(data: bytes, size: tuple[int, int]) -> bytes:
     """The image scaled to cover `size` and centre-cropped to it, in its own format; as-is if it fits."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from imagegw.images import ImageUnreadable, open_within_budget
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_within_budget(data) as img:  # an upstream's image: decoded only within the budget
             if img.size == size:
                 return data
             fmt = img.format or "PNG"
             fitted = cover_crop(img, size)
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (ImageUnreadable, UnidentifiedImageError, OSError, ValueError):
         raise UpstreamMalformed("The upstream returned an image that could not be decoded.") from None
     out = io.BytesIO()
     if fmt == "JPEG":
