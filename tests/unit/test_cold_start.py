@@ -188,3 +188,55 @@ def test_the_layer_ships_unchecked_hash_bytecode_for_python313(tmp_path):
         assert compiled.exists(), compiled
         flags = int.from_bytes(compiled.read_bytes()[4:8], "little")
         assert flags == 0b01, f"{compiled}: not hash-based with the source unchecked"
+
+
+# ----- SnapStart runtime hooks ----------------------------------------------------------------------------
+
+
+def test_under_snapstart_the_random_state_shared_by_restored_environments_is_reseeded(monkeypatch):
+    import random
+    import types
+
+    from imagegw import wiring
+
+    registered: list = []
+    fake = types.ModuleType("snapshot_restore_py")
+    fake.register_after_restore = lambda func, *args, **kwargs: registered.append((func, args, kwargs))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", fake)
+    assert wiring.register_snapstart_hooks() is True
+    assert len(registered) == 1
+
+    random.seed(1234)  # the state every environment restored from one snapshot would start from
+    from_snapshot = [random.random() for _ in range(4)]
+    random.seed(1234)
+    for func, args, kwargs in registered:  # what Lambda runs after each restore
+        func(*args, **kwargs)
+    assert [random.random() for _ in range(4)] != from_snapshot
+
+
+def test_without_the_snapstart_library_no_hook_is_registered(monkeypatch):
+    from imagegw import wiring
+
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", None)  # import fails, as off Lambda
+    assert wiring.register_snapstart_hooks() is False
+
+
+def test_building_the_service_is_left_to_the_first_request_so_no_connection_is_in_a_snapshot():
+    # Importing a handler (Lambda's init, which SnapStart snapshots) makes no boto3 session or client.
+    code = (
+        "import sys; sys.path[:0] = [{f!r}, {layer!r}]\n"
+        "import boto3.session\n"
+        "made = []\n"
+        "boto3.session.Session.__init__ = lambda self, *a, **k: made.append(1)\n"
+        "import app\n"
+        "print(len(made))"
+    ).format(f=str(ROOT / "functions" / "generations"), layer=str(ROOT / "layers" / "imagegw"))
+    drop = ("AWS_", "IMAGEGW_", "POWERTOOLS_", "LAMBDA_", "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, **SETTINGS, "POWERTOOLS_TRACE_DISABLED": "true"},
+        **_QUIET,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "0"
