@@ -1,9 +1,12 @@
-"""imagegw benchmarks: `make bench` (full, ~2 minutes) or `python bench/run.py --quick` (~30 s).
+"""imagegw benchmarks: `make bench` (full, ~4 minutes) or `make bench ARGS=--quick` (~2 minutes).
 
 1. gateway overhead   the same requests direct to the upstream emulator vs through the local stack's API
 2. throughput         N concurrent clients through the gateway vs direct (requests/s ratio)
-3. cold start         importing a handler module in a fresh interpreter vs `import boto3`
+3. cold start         handler import + the clients it builds, as Lambda runs it, vs boto3 + the same clients
 4. validation cost    parse_request + validate per request, against the overhead measured in 1
+5. AWS calls          DynamoDB and S3 calls per request, by mode (b64, url, stream, async)
+6. vs LiteLLM         added latency over the upstream: imagegw vs LiteLLM proxy on the same emulator
+                      (LiteLLM is installed into bench/.venv-litellm on first run)
 
 Everything runs on 127.0.0.1 and stops by itself (bounded loops, and a watchdog that ends a stuck run).
 The machine these run on is shared and noisy: every headline is a ratio measured within one run, with medians
@@ -24,15 +27,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import aws_calls
 import cold_start
 import gateway_overhead
+import litellm_proxy
 import measure
 import throughput
 import validation_cost
 from http_client import sample_png
 from local import ROOT, BenchStack, quiet_stdout
 
-BENCHMARKS = ("overhead", "throughput", "cold", "validation")
+BENCHMARKS = ("overhead", "throughput", "cold", "validation", "calls", "litellm")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -42,10 +47,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "levels": [1, 4, 8],
         "throughput_rounds": 2,
         "requests_at": {1: 4, 4: 2, 8: 2},
-        "cold_trials": 3,
+        "cold_trials": 5,
         "validation_repeats": 3,
         "validation_target_s": 0.03,
-        "watchdog_s": 150,
+        "calls_requests": 2,
+        "litellm_trials": 10,
+        "watchdog_s": 420,
     },
     "full": {
         "overhead_trials": 36,
@@ -54,10 +61,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "levels": [1, 4, 8],
         "throughput_rounds": 6,
         "requests_at": {1: 8, 4: 4, 8: 3},
-        "cold_trials": 12,
+        "cold_trials": 15,
         "validation_repeats": 7,
         "validation_target_s": 0.1,
-        "watchdog_s": 420,
+        "calls_requests": 5,
+        "litellm_trials": 30,
+        "watchdog_s": 900,
     },
 }
 
@@ -135,16 +144,24 @@ def headlines(results: dict[str, Any]) -> list[str]:
                 f"gateway/direct requests/s at {n} client(s): {r(level['ratio_gateway_direct']['median'])} "
                 f"(p90 {r(level['ratio_gateway_direct']['p90'])})"
             )
-    cold = results.get("cold")
-    if cold:
-        for name in ("handler_deployed", "handler_tracing_off"):
-            entry = cold["variants"].get(name)
-            if entry:
-                lines.append(
-                    f"{entry['label']} / import boto3: {r(entry['ratio_import_vs_floor']['median'])} "
-                    f"(p90 {r(entry['ratio_import_vs_floor']['p90'])}); Pillow loaded: "
-                    f"{'yes' if entry['pil_imported'] else 'no'}"
-                )
+    if results.get("cold"):
+        lines.append(cold_start.headline(results["cold"]))
+    calls = results.get("calls")
+    if calls:
+        for mode, fig in calls["modes"].items():
+            lines.append(
+                f"AWS calls per {mode} request: {fig['dynamodb']:g} DynamoDB, {fig['s3']:g} S3"
+                + (f", {fig['other_services']:g} other" if fig["other_services"] else "")
+            )
+    lite = results.get("litellm")
+    if lite:
+        arms = lite["arms"]
+        imagegw, litellm = arms["imagegw"], arms["litellm"]
+        lines.append(
+            f"added over the upstream: imagegw +{imagegw['added_ms']['median']:.1f} ms "
+            f"({r(imagegw['ratio_of_medians'])} direct), LiteLLM proxy "
+            f"+{litellm['added_ms']['median']:.1f} ms ({r(litellm['ratio_of_medians'])} direct)"
+        )
     validation = results.get("validation")
     if validation:
         for case in validation["cases"].values():
@@ -175,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[profile_name]
     selected = set(args.only or BENCHMARKS)
     progress = Progress()
+    if "litellm" in selected:  # before the watchdog: the first run installs LiteLLM (minutes)
+        litellm_proxy.ensure_installed(progress)
     faulthandler.dump_traceback_later(profile["watchdog_s"], exit=True)  # a stuck run ends by itself
 
     results: dict[str, Any] = {
@@ -214,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             pngs, repeats=profile["validation_repeats"], target_s=profile["validation_target_s"]
         )
 
-    if selected & {"overhead", "throughput"}:
+    if selected & {"overhead", "throughput", "calls", "litellm"}:
         with quiet_stdout() as real_stdout:
             out = real_stdout
             progress("starting the local stack (moto, emulator, API) on 127.0.0.1")
@@ -229,6 +248,14 @@ def main(argv: list[str] | None = None) -> int:
                         trials=profile["overhead_trials"],
                         keepalive_trials=profile["keepalive_trials"],
                         breakdown_trials=profile["breakdown_trials"],
+                    )
+                if "calls" in selected:
+                    progress("AWS calls per request by mode")
+                    results["calls"] = aws_calls.run(stack, requests=profile["calls_requests"])
+                if "litellm" in selected:
+                    progress("imagegw vs LiteLLM proxy vs direct")
+                    results["litellm"] = litellm_proxy.run(
+                        stack, trials=profile["litellm_trials"], progress=progress
                     )
                 if "throughput" in selected:
                     progress("throughput: concurrent clients")
@@ -255,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         ("throughput", throughput.report),
         ("cold", cold_start.report),
         ("validation", validation_cost.report),
+        ("calls", aws_calls.report),
+        ("litellm", litellm_proxy.report),
     ]
     for key, render in sections:
         if key in results:
