@@ -173,6 +173,37 @@ def headlines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summary(results: dict[str, Any]) -> str:
+    """The issue-11 figures in one table (README's Performance section holds a copy of it)."""
+    r = measure.fmt_ratio
+    rows: list[list[str]] = []
+    cold = results.get("cold")
+    if cold:
+        after, before = cold["variants"]["compiled"], cold["variants"]["sources"]
+        rows.append(
+            [
+                "cold start: API handler import + its clients / (import boto3 + the same clients)",
+                f"{r(after['ratio_of_medians'])} (target <= {cold_start.TARGET}x); layer without "
+                f"bytecode {r(before['ratio_of_medians'])}",
+            ]
+        )
+    for mode, fig in (results.get("calls") or {}).get("modes", {}).items():
+        other = f", {fig['other_services']:g} other" if fig["other_services"] else ""
+        calls = f"{fig['dynamodb']:g} DynamoDB, {fig['s3']:g} S3{other}"
+        rows.append([f"AWS calls per request, {mode}", calls])
+    lite = results.get("litellm")
+    if lite:
+        for name in ("imagegw", "litellm"):
+            arm = lite["arms"][name]
+            rows.append(
+                [
+                    f"added latency over the upstream, {litellm_proxy.LABELS[name]}",
+                    f"+{arm['added_ms']['median']:.1f} ms median ({r(arm['ratio_of_medians'])} direct)",
+                ]
+            )
+    return measure.table(["figure", "this run"], rows) if rows else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -288,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     for key, render in sections:
         if key in results:
             out.write(render(results[key]) + "\n\n")
+    table = summary(results)
+    if table:
+        out.write("Summary\n" + table + "\n\n")
     out.write("Headline ratios (this run)\n")
     for line in headlines(results):
         out.write(f"  - {line}\n")
