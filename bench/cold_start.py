@@ -25,10 +25,8 @@ Note: with LAMBDA_TASK_ROOT set, the X-Ray SDK touches its marker file /tmp/.aws
 
 from __future__ import annotations
 
-import compileall
 import json
 import os
-import py_compile
 import re
 import shutil
 import subprocess
@@ -36,14 +34,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import measure
 from local import ROOT
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 HANDLER_DIR = ROOT / "functions" / "generations"
 LAYER_REQUIREMENTS = ROOT / "layers" / "imagegw" / "requirements.txt"
@@ -116,66 +111,81 @@ print(json.dumps({{"import_s": imported - started, "build_s": done - imported, "
 # ---------------------------------------------------------------------------------------------- the layer
 
 
-def _distribution_names() -> list[str]:
-    """The layer's requirements and everything they pull in (extras followed), minus the runtime's own."""
-    wanted: list[str] = []
-    todo = [
-        Requirement(line.split("#")[0].strip())
-        for line in LAYER_REQUIREMENTS.read_text(encoding="utf-8").splitlines()
-        if line.split("#")[0].strip()
-    ]
-    while todo:
-        req = todo.pop()
-        name = canonicalize_name(req.name)
-        if name in wanted or name in RUNTIME_PROVIDED:
-            continue
-        wanted.append(name)
-        extras = [*req.extras, ""]
-        for raw in metadata.distribution(name).requires or []:
-            dep = Requirement(raw)
-            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in extras):
-                todo.append(dep)
-    return wanted
-
-
-def _top_level_entries(name: str) -> set[str]:
-    files = metadata.distribution(name).files or []
-    tops = set()
-    for file in files:
+# Run by the interpreter the probes use (its site-packages are the layer's source): the layer's requirements
+# and everything they pull in (extras followed), minus the runtime's own, as top-level paths to copy.
+_LAYER_CONTENTS = """
+import json, sys
+from importlib import metadata
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+lines = [l.split("#")[0].strip() for l in open(sys.argv[1], encoding="utf-8")]
+todo, wanted = [Requirement(l) for l in lines if l], []
+while todo:
+    req = todo.pop()
+    name = canonicalize_name(req.name)
+    if name in wanted or name in {runtime!r}:
+        continue
+    wanted.append(name)
+    extras = [*req.extras, ""]
+    for raw in metadata.distribution(name).requires or []:
+        dep = Requirement(raw)
+        if dep.marker is None or any(dep.marker.evaluate({{"extra": e}}) for e in extras):
+            todo.append(dep)
+paths = set()
+for name in wanted:
+    dist = metadata.distribution(name)
+    for file in dist.files or []:
         top = file.parts[0]
-        if top.endswith((".dist-info", ".data")) or top in ("..", "bin", "__pycache__"):
-            continue
-        tops.add(top)
-    return tops
+        if not top.endswith((".dist-info", ".data")) and top not in ("..", "bin", "__pycache__"):
+            paths.add(str(dist.locate_file(top)))
+print(json.dumps(sorted(paths)))
+"""
 
 
-def build_layer(target: Path, imagegw_dir: Path = IMAGEGW) -> Path:
-    """`target`/python as the layer's zip has it, without bytecode. Returns that directory."""
+def build_layer(target: Path, imagegw_dir: Path = IMAGEGW, interpreter: str = sys.executable) -> Path:
+    """`target`/python as the layer's zip has it, without bytecode, from `interpreter`'s packages."""
     python = target / "python"
     python.mkdir(parents=True)
-    site = Path(str(metadata.distribution("requests").locate_file("")))
+    done = subprocess.run(
+        [
+            interpreter,
+            "-c",
+            _LAYER_CONTENTS.format(runtime=sorted(RUNTIME_PROVIDED)),
+            str(LAYER_REQUIREMENTS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in _distribution_names():
-        for top in _top_level_entries(name):
-            source = site / top
-            if source.is_dir():
-                shutil.copytree(source, python / top, ignore=skip, dirs_exist_ok=True)
-            elif source.exists():
-                shutil.copy2(source, python / top)
+    for source in map(Path, json.loads(done.stdout)):
+        if source.is_dir():
+            shutil.copytree(source, python / source.name, ignore=skip, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy2(source, python / source.name)
     shutil.copytree(imagegw_dir, python / "imagegw", ignore=skip)
     return python
 
 
-def compile_layer(python: Path) -> None:
-    """As the Makefile does, with this interpreter (its version is the one the probes run)."""
-    ok = compileall.compile_dir(
-        str(python),
-        quiet=2,
-        workers=0,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+def compile_layer(python: Path, interpreter: str = sys.executable) -> None:
+    """As the Makefile does, with the probes' interpreter (bytecode is per Python version)."""
+    subprocess.run(
+        [
+            interpreter,
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            str(python),
+        ],
+        capture_output=True,
+        timeout=300,
+        check=True,
     )
-    if not ok:
-        raise RuntimeError(f"compiling the layer copy in {python} failed")
 
 
 # ---------------------------------------------------------------------------------------------- probes
@@ -186,6 +196,7 @@ class Probe:
     label: str
     code: str
     env: dict[str, str]
+    interpreter: str = sys.executable
 
 
 def _base_env() -> dict[str, str]:
@@ -207,22 +218,25 @@ def _lambda_env(tracing: bool) -> dict[str, str]:
     return env
 
 
-def handler_probe(label: str, layer: Path, *, tracing: bool = True) -> Probe:
+def handler_probe(
+    label: str, layer: Path, *, tracing: bool = True, interpreter: str = sys.executable
+) -> Probe:
     code = _HANDLER_PROBE.format(handler_dir=str(HANDLER_DIR), layer=str(layer), watched=WATCHED)
-    return Probe(label, code, _lambda_env(tracing))
+    return Probe(label, code, _lambda_env(tracing), interpreter)
 
 
-def floor_probe(clients: list[list[str]]) -> Probe:
+def floor_probe(clients: list[list[str]], interpreter: str = sys.executable) -> Probe:
     return Probe(
         "import boto3 + the same clients (floor)",
         _FLOOR_PROBE.format(clients=clients),
         {**_base_env(), **SETTINGS},
+        interpreter,
     )
 
 
 def _python(probe: Probe, *options: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *options, "-c", probe.code if code is None else code],
+        [probe.interpreter, *options, "-c", probe.code if code is None else code],
         cwd=ROOT,
         env=probe.env,
         capture_output=True,
@@ -265,23 +279,40 @@ def attribution(probe: Probe) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- run
 
 
-def run(*, trials: int, imagegw_dir: Path = IMAGEGW) -> dict[str, Any]:
+def run(*, trials: int, imagegw_dir: Path = IMAGEGW, interpreter: str = sys.executable) -> dict[str, Any]:
+    """`interpreter`: the Python the probes run, with boto3 and the layer's requirements installed (the
+    project's environment by default; a Python 3.13 one measures with Lambda's version)."""
     with tempfile.TemporaryDirectory(prefix="imagegw-bench-layer-") as tmp:
-        sources = build_layer(Path(tmp) / "sources", imagegw_dir)
-        compiled = build_layer(Path(tmp) / "compiled", imagegw_dir)
-        compile_layer(compiled)
+        sources = build_layer(Path(tmp) / "sources", imagegw_dir, interpreter)
+        compiled = build_layer(Path(tmp) / "compiled", imagegw_dir, interpreter)
+        compile_layer(compiled, interpreter)
+        py = {"interpreter": interpreter}
         handlers = {
-            "compiled": handler_probe("handler, layer with bytecode (as built now)", compiled),
-            "sources": handler_probe("handler, layer without bytecode (as built before)", sources),
-            "local": handler_probe("handler, tracing off (local stack, tests)", compiled, tracing=False),
+            "compiled": handler_probe("handler, layer with bytecode (as built now)", compiled, **py),
+            "sources": handler_probe("handler, layer without bytecode (as built before)", sources, **py),
+            "local": handler_probe(
+                "handler, tracing off (local stack, tests)", compiled, tracing=False, **py
+            ),
         }
         discovery = _once(handlers["compiled"])  # also warms the page cache
-        probes = {"floor": floor_probe(discovery["clients"]), **handlers}
+        probes = {"floor": floor_probe(discovery["clients"], interpreter), **handlers}
         samples = _interleaved(probes, trials)
         results = _figures(probes, samples, trials)
         results["clients"] = [f"{kind}({service!r})" for kind, service in discovery["clients"]]
+        results["python"] = _version(interpreter)
         results["beyond_boto3_self_ms"] = attribution(handlers["compiled"])
     return results
+
+
+def _version(interpreter: str) -> str:
+    done = subprocess.run(
+        [interpreter, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.strip()
 
 
 def _interleaved(probes: dict[str, Probe], trials: int) -> dict[str, list[dict[str, Any]]]:
@@ -343,7 +374,8 @@ def report(results: dict[str, Any]) -> str:
             ]
         )
     out = [
-        f"3. Cold start ({results['trials']} interleaved fresh interpreters per variant)",
+        f"3. Cold start ({results['trials']} interleaved fresh interpreters per variant, Python "
+        f"{results.get('python', '?')})",
         measure.table(
             ["variant", "import ms", "clients ms", "total ms", "/ floor", "CPU ms", "CPU / floor", "loaded"],
             rows,

@@ -205,7 +205,11 @@ def summary(results: dict[str, Any]) -> str:
                     f"+{arm['added_ms']['median']:.1f} ms median ({r(arm['ratio_of_medians'])} direct)",
                 ]
             )
-    return measure.table(["figure", "this run"], rows) if rows else ""
+    if not rows:
+        return ""
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'figure'.ljust(width)}  this run", f"{'-' * width}  {'-' * max(len(v) for _, v in rows)}"]
+    return "\n".join([*lines, *(f"{label.ljust(width)}  {value}" for label, value in rows)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write every figure as JSON to PATH")
     parser.add_argument(
         "--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)"
+    )
+    parser.add_argument(
+        "--python",
+        metavar="PATH",
+        default=sys.executable,
+        help="interpreter for the cold-start probes, with boto3 and the layer's requirements installed "
+        "(default: this one; a Python 3.13 environment measures with Lambda's version)",
     )
     parser.add_argument(
         "--tcp-nodelay",
@@ -261,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     # Without the stack running first: fewer background threads competing with the subprocesses.
     if "cold" in selected:
         progress("cold start: fresh interpreters")
-        results["cold"] = cold_start.run(trials=profile["cold_trials"])
+        results["cold"] = cold_start.run(trials=profile["cold_trials"], interpreter=args.python)
     if "validation" in selected:
         progress("validation cost: parse_request + validate (timeit)")
         results["validation"] = validation_cost.run(
