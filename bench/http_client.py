@@ -67,17 +67,34 @@ def _headers(target: Target, body: Body, *, close: bool) -> dict[str, str]:
     return headers
 
 
-def post(target: Target, body: Body, *, timeout: float = TIMEOUT_S) -> Answer:
+def post(
+    target: Target, body: Body, *, timeout: float = TIMEOUT_S, headers: dict[str, str] | None = None
+) -> Answer:
     """POST on a fresh connection; the time covers connect, send, and reading the whole response."""
     host, port, path = target.host_port_path
     started = time.perf_counter()
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("POST", path, body=body.data, headers=_headers(target, body, close=True))
+        sent = {**_headers(target, body, close=True), **(headers or {})}
+        conn.request("POST", path, body=body.data, headers=sent)
         response = conn.getresponse()
         payload = response.read()
         elapsed = time.perf_counter() - started
         return Answer(response.status, elapsed, payload)
+    finally:
+        conn.close()
+
+
+def get(target: Target, *, timeout: float = TIMEOUT_S) -> Answer:
+    """GET on a fresh connection, with the target's key."""
+    host, port, path = target.host_port_path
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=_headers(target, Body(b"", "application/json"), close=True))
+        response = conn.getresponse()
+        payload = response.read()
+        return Answer(response.status, time.perf_counter() - started, payload)
     finally:
         conn.close()
 

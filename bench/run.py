@@ -1,9 +1,12 @@
-"""imagegw benchmarks: `make bench` (full, ~2 minutes) or `python bench/run.py --quick` (~30 s).
+"""imagegw benchmarks: `make bench` (full, ~4 minutes) or `make bench ARGS=--quick` (~2 minutes).
 
 1. gateway overhead   the same requests direct to the upstream emulator vs through the local stack's API
 2. throughput         N concurrent clients through the gateway vs direct (requests/s ratio)
-3. cold start         importing a handler module in a fresh interpreter vs `import boto3`
+3. cold start         handler import + the clients it builds, as Lambda runs it, vs boto3 + the same clients
 4. validation cost    parse_request + validate per request, against the overhead measured in 1
+5. AWS calls          DynamoDB and S3 calls per request, by mode (b64, url, stream, async)
+6. vs LiteLLM         added latency over the upstream: imagegw vs LiteLLM proxy on the same emulator
+                      (LiteLLM is installed into bench/.venv-litellm on first run)
 
 Everything runs on 127.0.0.1 and stops by itself (bounded loops, and a watchdog that ends a stuck run).
 The machine these run on is shared and noisy: every headline is a ratio measured within one run, with medians
@@ -24,15 +27,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import aws_calls
 import cold_start
 import gateway_overhead
+import litellm_proxy
 import measure
 import throughput
 import validation_cost
 from http_client import sample_png
 from local import ROOT, BenchStack, quiet_stdout
 
-BENCHMARKS = ("overhead", "throughput", "cold", "validation")
+BENCHMARKS = ("overhead", "throughput", "cold", "validation", "calls", "litellm")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -42,10 +47,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "levels": [1, 4, 8],
         "throughput_rounds": 2,
         "requests_at": {1: 4, 4: 2, 8: 2},
-        "cold_trials": 3,
+        "cold_trials": 5,
         "validation_repeats": 3,
         "validation_target_s": 0.03,
-        "watchdog_s": 150,
+        "calls_requests": 2,
+        "litellm_trials": 10,
+        "watchdog_s": 420,
     },
     "full": {
         "overhead_trials": 36,
@@ -54,10 +61,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "levels": [1, 4, 8],
         "throughput_rounds": 6,
         "requests_at": {1: 8, 4: 4, 8: 3},
-        "cold_trials": 12,
+        "cold_trials": 15,
         "validation_repeats": 7,
         "validation_target_s": 0.1,
-        "watchdog_s": 420,
+        "calls_requests": 5,
+        "litellm_trials": 30,
+        "watchdog_s": 900,
     },
 }
 
@@ -139,16 +148,24 @@ def headlines(results: dict[str, Any]) -> list[str]:
                 f"gateway/direct requests/s at {n} client(s): {r(level['ratio_gateway_direct']['median'])} "
                 f"(p90 {r(level['ratio_gateway_direct']['p90'])})"
             )
-    cold = results.get("cold")
-    if cold:
-        for name in ("handler_deployed", "handler_tracing_off"):
-            entry = cold["variants"].get(name)
-            if entry:
-                lines.append(
-                    f"{entry['label']} / import boto3: {r(entry['ratio_import_vs_floor']['median'])} "
-                    f"(p90 {r(entry['ratio_import_vs_floor']['p90'])}); Pillow loaded: "
-                    f"{'yes' if entry['pil_imported'] else 'no'}"
-                )
+    if results.get("cold"):
+        lines.append(cold_start.headline(results["cold"]))
+    calls = results.get("calls")
+    if calls:
+        for mode, fig in calls["modes"].items():
+            lines.append(
+                f"AWS calls per {mode} request: {fig['dynamodb']:g} DynamoDB, {fig['s3']:g} S3"
+                + (f", {fig['other_services']:g} other" if fig["other_services"] else "")
+            )
+    lite = results.get("litellm")
+    if lite:
+        arms = lite["arms"]
+        imagegw, litellm = arms["imagegw"], arms["litellm"]
+        lines.append(
+            f"added over the upstream: imagegw +{imagegw['added_ms']['median']:.1f} ms "
+            f"({r(imagegw['ratio_of_medians'])} direct), LiteLLM proxy "
+            f"+{litellm['added_ms']['median']:.1f} ms ({r(litellm['ratio_of_medians'])} direct)"
+        )
     validation = results.get("validation")
     if validation:
         for case in validation["cases"].values():
@@ -158,6 +175,45 @@ def headlines(results: dict[str, Any]) -> list[str]:
                     f"{measure.fmt_pct(case['fraction_of_gateway_added'])} of the gateway's added time"
                 )
     return lines
+
+
+def summary(results: dict[str, Any]) -> str:
+    """The issue-11 figures in one table (README's Performance section holds a copy of it)."""
+    r = measure.fmt_ratio
+    rows: list[list[str]] = []
+    cold = results.get("cold")
+    if cold:
+        after, before = cold["variants"]["compiled"], cold["variants"]["sources"]
+        rows += [
+            [
+                "cold start: API handler import + its clients / (import boto3 + the same clients)",
+                f"wall {r(after['ratio_of_medians'])}, CPU {r(after['cpu_ratio_of_medians'])} "
+                f"(target <= {cold_start.TARGET}x)",
+            ],
+            [
+                "  the same with the layer as shipped before (no bytecode)",
+                f"wall {r(before['ratio_of_medians'])}, CPU {r(before['cpu_ratio_of_medians'])}",
+            ],
+        ]
+    for mode, fig in (results.get("calls") or {}).get("modes", {}).items():
+        other = f", {fig['other_services']:g} other" if fig["other_services"] else ""
+        calls = f"{fig['dynamodb']:g} DynamoDB, {fig['s3']:g} S3{other}"
+        rows.append([f"AWS calls per request, {mode}", calls])
+    lite = results.get("litellm")
+    if lite:
+        for name in ("imagegw", "litellm"):
+            arm = lite["arms"][name]
+            rows.append(
+                [
+                    f"added latency over the upstream, {litellm_proxy.LABELS[name]}",
+                    f"+{arm['added_ms']['median']:.1f} ms median ({r(arm['ratio_of_medians'])} direct)",
+                ]
+            )
+    if not rows:
+        return ""
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'figure'.ljust(width)}  this run", f"{'-' * width}  {'-' * max(len(v) for _, v in rows)}"]
+    return "\n".join([*lines, *(f"{label.ljust(width)}  {value}" for label, value in rows)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)"
     )
     parser.add_argument(
+        "--python",
+        metavar="PATH",
+        default=sys.executable,
+        help="interpreter for the cold-start probes, with boto3 and the layer's requirements installed "
+        "(default: this one; a Python 3.13 environment measures with Lambda's version)",
+    )
+    parser.add_argument(
         "--tcp-nodelay",
         action="store_true",
         help="diagnostic: force TCP_NODELAY on the local servers (not the shipped code; see docs)",
@@ -179,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[profile_name]
     selected = set(args.only or BENCHMARKS)
     progress = Progress()
+    if "litellm" in selected:  # before the watchdog: the first run installs LiteLLM (minutes)
+        litellm_proxy.ensure_installed(progress)
     faulthandler.dump_traceback_later(profile["watchdog_s"], exit=True)  # a stuck run ends by itself
 
     results: dict[str, Any] = {
@@ -211,14 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     # Without the stack running first: fewer background threads competing with the subprocesses.
     if "cold" in selected:
         progress("cold start: fresh interpreters")
-        results["cold"] = cold_start.run(trials=profile["cold_trials"])
+        results["cold"] = cold_start.run(trials=profile["cold_trials"], interpreter=args.python)
     if "validation" in selected:
         progress("validation cost: parse_request + validate (timeit)")
         results["validation"] = validation_cost.run(
             pngs, repeats=profile["validation_repeats"], target_s=profile["validation_target_s"]
         )
 
-    if selected & {"overhead", "throughput"}:
+    if selected & {"overhead", "throughput", "calls", "litellm"}:
         with quiet_stdout() as real_stdout:
             out = real_stdout
             progress("starting the local stack (moto, emulator, API) on 127.0.0.1")
@@ -233,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
                         trials=profile["overhead_trials"],
                         keepalive_trials=profile["keepalive_trials"],
                         breakdown_trials=profile["breakdown_trials"],
+                    )
+                if "calls" in selected:
+                    progress("AWS calls per request by mode")
+                    results["calls"] = aws_calls.run(stack, requests=profile["calls_requests"])
+                if "litellm" in selected:
+                    progress("imagegw vs LiteLLM proxy vs direct")
+                    results["litellm"] = litellm_proxy.run(
+                        stack, trials=profile["litellm_trials"], progress=progress
                     )
                 if "throughput" in selected:
                     progress("throughput: concurrent clients")
@@ -259,10 +332,15 @@ def main(argv: list[str] | None = None) -> int:
         ("throughput", throughput.report),
         ("cold", cold_start.report),
         ("validation", validation_cost.report),
+        ("calls", aws_calls.report),
+        ("litellm", litellm_proxy.report),
     ]
     for key, render in sections:
         if key in results:
             out.write(render(results[key]) + "\n\n")
+    table = summary(results)
+    if table:
+        out.write("Summary\n" + table + "\n\n")
     out.write("Headline ratios (this run)\n")
     for line in headlines(results):
         out.write(f"  - {line}\n")

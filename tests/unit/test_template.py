@@ -333,3 +333,19 @@ def test_outputs():
         "JobsDeadLetterQueueUrl",
     }
     assert outputs["ApiUrl"]["Value"]["Fn::Sub"].endswith("/${StageName}/v1")
+
+
+def test_snapstart_is_a_parameter_off_by_default_for_the_api_functions_only():
+    parameter = PARAMETERS["SnapStart"]
+    assert parameter["Default"] == "false" and parameter["AllowedValues"] == ["true", "false"]
+    assert TEMPLATE["Conditions"]["UseSnapStart"] == {"Fn::Equals": [ref("SnapStart"), "true"]}
+    for name in API_ROUTES:
+        props = FUNCTIONS[name]
+        # SnapStart applies to published versions only; the API must invoke the alias SAM publishes.
+        assert props["AutoPublishAlias"] == "live", name
+        assert props["SnapStart"] == {
+            "Fn::If": ["UseSnapStart", {"ApplyOn": "PublishedVersions"}, {"ApplyOn": "None"}]
+        }, name
+    worker = FUNCTIONS["JobsWorkerFunction"]
+    assert "SnapStart" not in worker and "AutoPublishAlias" not in worker
+    assert "SnapStart" not in TEMPLATE["Globals"]["Function"]

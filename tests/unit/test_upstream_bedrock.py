@@ -73,7 +73,12 @@ def provider(**options: Any) -> BedrockProvider:
 
 
 def test_bedrock_is_a_registered_provider_type_and_routes_accept_it():
-    assert PROVIDER_TYPES["bedrock"] == BedrockProvider.create
+    built = PROVIDER_TYPES["bedrock"](
+        ProviderConfig("nova", "bedrock", options={"region": "us-east-1"}),
+        ProviderContext(new_http_session(), Credentials("")),
+    )
+    assert isinstance(built, BedrockProvider)
+    assert built.config.name == "nova"
     doc = {
         "providers": {"bedrock": {"type": "bedrock", "region": "us-west-2"}},
         "models": {"dall-e-2": [{"provider": "bedrock", "model": MODEL}]},

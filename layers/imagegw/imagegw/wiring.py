@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,26 @@ if TYPE_CHECKING:
 
     from imagegw.jobs.submission import AsyncJobs
     from imagegw.jobs.worker import JobWorker
+
+
+def register_snapstart_hooks() -> bool:
+    """Runtime hooks for Lambda SnapStart (template parameter SnapStart): many execution environments
+    resume from one snapshot taken after init, so whatever init made is shared by all of them.
+
+    The snapshot holds imports and validated settings only: clients, connection pools and credentials are
+    made by `build_service` on the first request after a restore, so each environment opens its own
+    connections. What init does share is the `random` module's state (route weights and retry jitter
+    draw from it): reseeded from os.urandom after each restore. Ids and keys use `secrets` or uuid4
+    (os.urandom), fresh in every environment. False where the hook library is absent (not Lambda)."""
+    try:
+        from snapshot_restore_py import register_after_restore  # in Lambda's Python managed runtimes
+    except ImportError:
+        return False
+    register_after_restore(random.seed)
+    return True
+
+
+register_snapstart_hooks()  # at import, during init: hooks registered later are not run
 
 
 @cache

@@ -44,7 +44,7 @@ def install() -> Callable[[], None]:
             raise StrayConnection(f"a connection to {address!r}, which is not loopback, was attempted")
         return real_connect_ex(self, address)
 
-    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex  # type: ignore[method-assign]
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex  # type: ignore[method-assign,assignment]
 
     def uninstall() -> None:
         socket.socket.connect, socket.socket.connect_ex = real_connect, real_connect_ex  # type: ignore[method-assign]

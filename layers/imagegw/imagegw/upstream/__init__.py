@@ -18,7 +18,6 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from imagegw.observability import logger
-from imagegw.upstream.bedrock import BedrockProvider
 from imagegw.upstream.config import (
     Route,
     RoutesConfig,
@@ -44,6 +43,7 @@ from imagegw.upstream.translation import Plan, UpstreamCall
 if TYPE_CHECKING:
     from imagegw.request.catalog import Catalog
     from imagegw.settings import Settings
+    from imagegw.upstream.bedrock import BedrockProvider
 
 __all__ = [
     "COOLDOWNS",
@@ -71,6 +71,15 @@ __all__ = [
     "parse_routes",
     "shipped_routes_document",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`BedrockProvider` is exported but loaded on first use: Bedrock's code stays out of the cold start."""
+    if name == "BedrockProvider":
+        from imagegw.upstream.bedrock import BedrockProvider
+
+        return BedrockProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def new_http_session() -> requests.Session:
