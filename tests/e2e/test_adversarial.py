@@ -557,18 +557,40 @@ NOISE = noise_png(256, 256)
 BIG_EDIT = {"model": "gpt-image-1.5", "prompt": "add a hat", "n": "3", "size": "1024x1024"}
 
 
-def test_a_response_too_large_for_lambda_is_413_naming_url_and_refunded(
+def test_a_response_too_large_for_lambda_is_413_charged_and_its_images_kept(
     stack, emulator_control, ledger, quota_key
 ):
+    # The ledger rule: the upstream made (and billed) three images, so the key is charged for them even
+    # though the answer cannot be sent; the images are kept as a finished job the 413 names.
     before = ledger.objects()
 
     response = post(stack, quota_key, "/images/edits", data=BIG_EDIT, files={"image": ("noise.png", NOISE)})
 
     error = check_error(response, 413, code="response_too_large", param="response_format")
     assert "response_format=url" in error["message"]
-    assert len(upstream_requests(emulator_control)) == 1  # the upstream did the work; the client pays nothing
-    assert ledger.used(quota_key) == (0, 0.0)
-    assert ledger.objects() == before
+    assert len(upstream_requests(emulator_control)) == 1
+    assert ledger.used(quota_key)[0] == 3
+    job_id = response.headers["x-imagegw-job-id"]
+    assert f"GET /v1/images/jobs/{job_id}" in error["message"]
+    kept = ledger.objects() - before
+    assert len(kept) == 3 and all(f"/{job_id}/" in key for key in kept)
+    job = requests.get(
+        f"{stack['api_url']}/images/jobs/{job_id}",
+        headers={"Authorization": f"Bearer {quota_key.raw_key}"},
+        timeout=30,
+    )
+    assert job.status_code == 200, job.text[:500]
+    view = job.json()
+    assert view["status"] == "succeeded" and len(view["result"]["data"]) == 3
+    image = requests.get(view["result"]["data"][0]["url"], timeout=30)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    stranger = ledger.new_key("not the owner")
+    hidden = requests.get(
+        f"{stack['api_url']}/images/jobs/{job_id}",
+        headers={"Authorization": f"Bearer {stranger.raw_key}"},
+        timeout=30,
+    )
+    assert hidden.status_code == 404
 
 
 def test_the_same_request_with_response_format_url_succeeds(stack, emulator_control, ledger, quota_key):

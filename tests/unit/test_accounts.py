@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from decimal import Decimal
 
 import boto3
@@ -12,10 +11,9 @@ from helpers.aws import create_tables
 from moto import mock_aws
 
 from imagegw.accounts import admission as accounts_module
-from imagegw.accounts.admission import Accounts, Admission, Outcome
+from imagegw.accounts.admission import Accounts, Outcome
 from imagegw.accounts.keys import KeyStore, hash_key
-from imagegw.accounts.quota import QuotaLedger
-from imagegw.accounts.usage import UsageReader, UsageRecorder, day_of, totals
+from imagegw.accounts.usage import UsageReader, day_of, totals
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import InvalidApiKey, ModelNotAllowed, QuotaExceeded, RateLimited, to_error_response
 from imagegw.settings import Settings
@@ -254,15 +252,15 @@ def test_rate_limit_is_429_with_retry_after_until_the_next_window(accounts, stor
     accounts.admit(caller, request(), "r4")
 
 
-def test_rate_window_items_expire(accounts, store, dynamodb):
+def test_rate_windows_live_on_the_key_item_and_past_ones_are_removed(accounts, store, clock):
     new = store.create("k", rate_limit_per_minute=5)
-    accounts.admit(login(accounts, new.raw_key), request(), "r1")
-    items = dynamodb.Table("usage").scan()["Items"]
-    rate = [i for i in items if i["pk"] == f"rate#{new.key_id}"]
-    assert len(rate) == 1
-    assert rate[0]["sk"] == "2027-01-15T08:00:00Z"
-    assert rate[0]["requests"] == 1
-    assert rate[0]["expires_at"] == 1_800_000_000 + 120
+    caller = login(accounts, new.raw_key)
+    accounts.settle(accounts.admit(caller, request(), "r1"), success())
+    assert key_item(store, new.key_id)["rate#2027-01-15T08:00:00Z"] == 1
+    clock.now += 60
+    accounts.settle(accounts.admit(caller, request(), "r2"), success())  # settle removes the past minute
+    rates = {k: v for k, v in key_item(store, new.key_id).items() if k.startswith("rate#")}
+    assert rates == {"rate#2027-01-15T08:01:00Z": 1}
 
 
 # -- usage counters and the usage log -----------------------------------------------------------------
@@ -349,44 +347,27 @@ def test_no_raw_key_or_prompt_in_the_usage_table(accounts, store, dynamodb):
 def test_settle_never_raises(store, clock, dynamodb, monkeypatch):
     new = store.create("k", quota_images=2)
     errors: list[str] = []
-    monkeypatch.setattr(accounts_module.logger, "error", lambda message, **_: errors.append(message))
-    # Every write fails: tables that do not exist (the quota refund, the usage counters, the usage log).
-    down = Accounts(KeyStore(dynamodb.Table("no-keys"), clock), usage_table=dynamodb.Table("no-usage"))
-    caller = login(Accounts(store, clock=clock), new.raw_key)
-    admission = Admission(caller, request(), "r1", reserved_images=1, reserved=True, admitted_at=T0)
-    down.settle(admission, failure())  # logged, not raised
-    assert sorted(errors) == [
-        "could not record the usage counters",
-        "could not settle the quota reservation",
-        "could not write the usage log record",
-    ]
+    monkeypatch.setattr(accounts_module.logger, "exception", lambda message, **_: errors.append(message))
+    accounts = Accounts(store, usage_table=dynamodb.Table("usage"), clock=clock)
+    admission = accounts.admit(login(accounts, new.raw_key), request(), "r1")
+    # The usage table is gone: the one transaction fails, and settle logs it.
+    dynamodb.Table("usage").delete()
+    assert accounts.settle(admission, failure()) is False  # logged, not raised
+    assert errors == ["could not settle"]
+    assert key_item(store, new.key_id)["used_images"] == 1  # the hold is kept: it expires, then is released
 
 
-def test_a_failed_usage_write_does_not_stop_the_refund(store, clock, dynamodb):
-    new = store.create("k", quota_images=2)
-    accounts = Accounts(store, usage_table=dynamodb.Table("no-usage"), clock=clock)
-    admission = accounts.admit(login(accounts, new.raw_key), request(n=2), "r1")
-    assert key_item(store, new.key_id)["used_images"] == 2
-    accounts.settle(admission, failure())
-    assert key_item(store, new.key_id)["used_images"] == 0
-
-
-def test_settle_writes_concurrently(accounts, store, dynamodb, monkeypatch):
-    # The three writes (quota adjust, usage counters, usage log) touch three items and do not depend on
-    # each other: each waits here until all three have started, which only passes if they overlap.
-    barrier = threading.Barrier(3, timeout=5)
-    for cls, name in ((QuotaLedger, "adjust"), (UsageRecorder, "add_counters"), (UsageRecorder, "put_log")):
-        original = getattr(cls, name)
-
-        def meeting(*args, _original=original, **kwargs):
-            barrier.wait()
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(cls, name, meeting)
+def test_settle_is_one_transaction(accounts, store, dynamodb):
     new = store.create("k", quota_images=5)
-    admission = accounts.admit(login(accounts, new.raw_key), request(n=3), "r1")
-    accounts.settle(admission, success(images=1))  # 2 of the 3 reserved images are refunded
-    assert not barrier.broken
+    admission = accounts.admit(login(accounts, new.raw_key), request(model="dall-e-2", n=3), "r1")
+    calls: list[str] = []
+    client = dynamodb.Table("keys").meta.client
+    client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    try:
+        accounts.settle(admission, success(images=1))  # 2 of the 3 reserved images are refunded
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.*")
+    assert calls == ["TransactWriteItems"]
     assert key_item(store, new.key_id)["used_images"] == 1
     reader = UsageReader(dynamodb.Table("usage"))
     assert [r["request_id"] for r in reader.log(new.key_id, _today())] == ["r1"]
@@ -421,13 +402,17 @@ def test_per_model_usage_written_before_the_day_item_carried_it_is_still_read(ac
     assert totals(rows)["cost_cents"] == Decimal(20)
 
 
-def test_without_a_usage_table_quota_still_applies(store, clock):
+def test_without_a_usage_table_quota_and_rate_still_apply(store, clock):
+    # The rate limit is counted on the key item now, so it applies without a usage table too.
     new = store.create("k", quota_images=1, rate_limit_per_minute=1)
     accounts = Accounts(store, clock=clock)
     caller = login(accounts, new.raw_key)
     accounts.settle(accounts.admit(caller, request(), "r1"), success())
-    with pytest.raises(QuotaExceeded):
+    with pytest.raises(RateLimited):
         accounts.admit(caller, request(), "r2")
+    clock.now += 60
+    with pytest.raises(QuotaExceeded):
+        accounts.admit(caller, request(), "r3")
 
 
 def test_from_settings(dynamodb, store, clock):

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from imagegw.accounts.admission import Admission
+from imagegw.accounts.quota import Hold
 from imagegw.api import base_url_of
 from imagegw.domain import Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
 from imagegw.errors import (
@@ -22,7 +25,7 @@ from imagegw.errors import (
     UpstreamTimeout,
 )
 from imagegw.jobs.messages import InputRef, JobMessage, MalformedMessage, parse_body, parse_message
-from imagegw.jobs.submission import AsyncJobs, error_of, job_view, prefers_async
+from imagegw.jobs.submission import AsyncJobs, error_of, job_view, new_job_id, prefers_async
 from imagegw.jobs.worker import is_final_error, is_final_record
 from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings, SettingsError, required_env_names
@@ -119,7 +122,7 @@ def test_a_markup_input_round_trips_and_is_left_out_when_absent():
         (json.dumps(valid(job_id="x" * 200)), "job_id", None),
         (json.dumps(valid(operation="upscales")), "operation", "job_1"),
         (json.dumps(valid(request="prompt=otter")), "request", "job_1"),
-        (json.dumps(valid(caller={})), "caller.key_id", "job_1"),
+        (json.dumps(valid(caller={})), "caller.api_key", "job_1"),
         (json.dumps(valid(priority=5)), "priority", "job_1"),
         (json.dumps(valid(inputs={"images": "inputs/a.png"})), "inputs.images", "job_1"),
         (json.dumps(valid(inputs={"images": [{"bucket": "b"}]})), "inputs.images[0]", "job_1"),
@@ -360,6 +363,11 @@ def async_jobs(sqs: FakeSqs | None = None) -> tuple[AsyncJobs, FakeJobs, FakeSto
     return frontend, jobs, store, queue
 
 
+def admitted(request: ImageRequest) -> Admission:
+    """What the service hands a submission: the job admitted under a fresh job id."""
+    return Admission(CALLER, request, new_job_id(), Hold("held", request.n, Decimal(4), 1_800_345_600, 1.8e9))
+
+
 def http(base_url: str = "https://api.example.com/api") -> HttpRequest:
     return HttpRequest(
         "POST", "/v1/images/edits", {"prefer": "respond-async"}, b"", "req_1", base_url=base_url
@@ -375,7 +383,7 @@ def test_a_multipart_edit_is_queued_with_its_images_in_s3():
     )
     request = ImageRequest("edits", "gpt-image-1.5", {"prompt": "hat", "n": 2}, [image], mask)
 
-    response = frontend.submit(CALLER, raw, request, http())
+    response = frontend.submit(admitted(request), raw, http())
 
     assert response.status == 202
     body = json.loads(response.body)
@@ -415,7 +423,7 @@ def test_a_markup_edit_is_queued_with_its_markup_in_s3():
     )
     request = ImageRequest("edits", "gpt-image-2.5", {"prompt": "hat"}, [image], markup=markup)
 
-    response = frontend.submit(CALLER, raw, request, http())
+    response = frontend.submit(admitted(request), raw, http())
 
     job_id = json.loads(response.body)["id"]
     stem = f"inputs/2027/01/15/{job_id}"
@@ -431,8 +439,9 @@ def test_async_streaming_is_refused():
     raw = RawRequest("generations", {"prompt": "otter", "stream": True})
     request = ImageRequest("generations", "gpt-image-1.5", {"prompt": "otter", "stream": True})
     with pytest.raises(InvalidRequest) as caught:
-        frontend.submit(CALLER, raw, request, http())
+        frontend.check_submittable(request)  # before admission: nothing reserved, nothing written
     assert caught.value.param == "stream" and queue.sent == []
+    assert raw.fields["stream"] is True
 
 
 def test_a_job_that_cannot_be_queued_is_a_503_and_recorded_failed():
@@ -440,7 +449,7 @@ def test_a_job_that_cannot_be_queued_is_a_503_and_recorded_failed():
     raw = RawRequest("generations", {"model": "dall-e-3", "prompt": "otter"})
     request = ImageRequest("generations", "dall-e-3", {"prompt": "otter", "response_format": "url"})
     with pytest.raises(ServiceUnavailable):
-        frontend.submit(CALLER, raw, request, http())
+        frontend.submit(admitted(request), raw, http())
     [record] = jobs.records.values()
     assert record["status"] == "failed" and record["error"]["status"] == 503
     assert record["response_format"] == "url"
@@ -453,7 +462,7 @@ def test_the_inputs_of_a_job_that_cannot_be_queued_are_deleted():
     raw = RawRequest("edits", {"model": "gpt-image-1.5", "prompt": "hat"}, [image], mask, multipart=True)
     request = ImageRequest("edits", "gpt-image-1.5", {"prompt": "hat"}, [image], mask)
     with pytest.raises(ServiceUnavailable):
-        frontend.submit(CALLER, raw, request, http())
+        frontend.submit(admitted(request), raw, http())
     assert store.objects == {}  # nothing a worker would ever read is left behind
     [record] = jobs.records.values()
     assert record["status"] == "failed"

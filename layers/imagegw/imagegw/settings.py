@@ -41,6 +41,8 @@ class Settings:
     # (and the idempotency records of jobs) expire after jobs_ttl_seconds.
     jobs_max_receive_count: int = 3
     jobs_ttl_seconds: int = 7 * 24 * 3600
+    # Async jobs one key may have queued or running at once, unless its key item says otherwise.
+    max_jobs_in_flight: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +74,8 @@ class Settings:
             raise SettingsError(
                 "IMAGEGW_JOBS_MAX_RECEIVE_COUNT must be at least 1 and IMAGEGW_JOBS_TTL_SECONDS at least 3600"
             )
+        if self.max_jobs_in_flight < 1:
+            raise SettingsError("IMAGEGW_MAX_JOBS_IN_FLIGHT must be at least 1")
 
 
 def env_name(field_name: str) -> str:
