@@ -11,7 +11,7 @@ from helpers.aws import create_tables
 from moto import mock_aws
 
 from imagegw.accounts import admission as accounts_module
-from imagegw.accounts.admission import Accounts, Outcome
+from imagegw.accounts.admission import Accounts, Admission, Outcome
 from imagegw.accounts.keys import KeyStore, hash_key
 from imagegw.accounts.usage import UsageReader, day_of, totals
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
@@ -440,3 +440,90 @@ def _today():
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(T0, UTC).date()
+
+
+def test_an_async_only_key_sheds_its_past_rate_windows(accounts, store, clock):
+    new = store.create("jobs only")
+    caller = login(accounts, new.raw_key)
+    for i in range(10):  # one job a minute, never settled here (the worker would)
+        accounts.admit(caller, request(), f"job_{i}", job=True)
+        clock.now += 60
+    windows = [name for name in key_item(store, new.key_id) if name.startswith("rate#")]
+    assert 1 <= len(windows) <= 8
+
+
+def test_expired_holds_are_released_by_the_next_admission(accounts, store, clock):
+    new = store.create("killed", quota_images=2)
+    caller = login(accounts, new.raw_key)
+    accounts.admit(caller, request(), "r-killed")  # never settled: its Lambda was killed
+    clock.now += 901  # past SYNC_HOLD_SECONDS
+    accounts.settle(accounts.admit(caller, request(), "r-next"), success())
+    item = key_item(store, new.key_id)
+    assert "hold#r-killed" not in item and "hold#r-next" not in item
+    assert item["used_images"] == 1 and item["free_images"] == 1
+
+
+def test_an_expired_hold_blocking_the_quota_is_released_before_429(accounts, store, clock):
+    new = store.create("full", quota_images=1)
+    caller = login(accounts, new.raw_key)
+    accounts.admit(caller, request(), "r-killed")
+    with pytest.raises(QuotaExceeded):
+        accounts.admit(caller, request(), "r-blocked")  # the hold is still live
+    clock.now += 901
+    accounts.admit(caller, request(), "r-after")  # released in the same admission, then reserved
+    assert key_item(store, new.key_id)["used_images"] == 1
+
+
+def test_a_settlement_after_the_hold_was_released_charges_once(accounts, store, clock):
+    new = store.create("late", quota_images=5)
+    caller = login(accounts, new.raw_key)
+    late = accounts.admit(caller, request(), "r-late")
+    clock.now += 901
+    accounts.admit(caller, request(), "r-other")  # releases r-late's hold
+    assert key_item(store, new.key_id)["used_images"] == 1
+    assert accounts.settle(late, success()) is True
+    again = Admission(late.caller, late.request, late.request_id, late.hold)  # a redelivery's own
+    assert accounts.settle(again, success()) is False
+    assert key_item(store, new.key_id)["used_images"] == 2
+
+
+def test_a_timeout_after_sending_is_charged_and_nothing_sent_is_refunded(accounts, store):
+    new = store.create("ledger rule", quota_images=5)
+    caller = login(accounts, new.raw_key)
+    sent = accounts.admit(caller, request(n=1), "r-sent")
+    accounts.settle(sent, Outcome(504, 5, None, "timeout", maybe_billed=True))
+    refused = accounts.admit(caller, request(n=1), "r-refused")
+    accounts.settle(refused, Outcome(502, 5, None, "upstream_error"))
+    item = key_item(store, new.key_id)
+    assert item["used_images"] == 1 and item["used_credits"] == Decimal(4)  # dall-e-3 standard
+
+
+def test_a_result_is_charged_even_when_the_answer_failed(accounts, store):
+    new = store.create("too large", quota_images=5)
+    admission = accounts.admit(login(accounts, new.raw_key), request(model="dall-e-2", n=3), "r1")
+    result = UpstreamResult([GeneratedImage(b"png")] * 3, route="r")
+    accounts.settle(admission, Outcome(413, 5, result, "response_too_large"))
+    assert key_item(store, new.key_id)["used_images"] == 3
+
+
+def test_a_quota_edited_directly_is_rebased(accounts, store, dynamodb):
+    new = store.create("k", quota_images=1)
+    caller = login(accounts, new.raw_key)
+    dynamodb.Table("keys").update_item(
+        Key={"key_hash": hash_key(new.raw_key)},
+        UpdateExpression="REMOVE free_images, free_basis_images",  # a key item from before free_*
+    )
+    accounts.admit(caller, request(), "r1")
+    with pytest.raises(QuotaExceeded):
+        accounts.admit(caller, request(), "r2")
+
+
+def test_the_job_hold_outlives_the_queues_retention():
+    from pathlib import Path
+
+    from imagegw.accounts.quota import JOB_HOLD_SECONDS
+    from imagegw_dev.template import load_template, resources
+
+    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    queue = resources(template, "AWS::SQS::Queue")["JobsQueue"]
+    assert int(queue["MessageRetentionPeriod"]) <= JOB_HOLD_SECONDS

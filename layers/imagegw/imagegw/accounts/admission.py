@@ -38,7 +38,14 @@ from botocore.exceptions import ClientError
 
 from imagegw.accounts.keys import MAX_KEY_LENGTH, KeyStore, bearer_token, caller_from_item, hash_key, mask_key
 from imagegw.accounts.pricing import Charge, Cost, PriceTable
-from imagegw.accounts.quota import Adjustment, Hold, KeyLedger, check_usable, holds_of
+from imagegw.accounts.quota import (
+    STALE_WINDOWS_SWEEP,
+    Adjustment,
+    Hold,
+    KeyLedger,
+    check_usable,
+    holds_of,
+)
 from imagegw.accounts.usage import UsageEvent, UsageRecorder
 from imagegw.domain import Caller, ImageRequest, UpstreamResult
 from imagegw.errors import ApiError, InvalidApiKey, ModelNotAllowed
@@ -186,6 +193,8 @@ class Accounts:
             )
         if any(hold.expires <= self._clock() for hold in holds_of(admitted.item)):
             self._release_quietly(admitted.item)
+        if job and len(admitted.stale) >= STALE_WINDOWS_SWEEP:
+            self._ledger.remove_windows(caller.key_hash, admitted.stale)
         return admission
 
     def resume(self, caller: Caller, request: ImageRequest, hold: Hold) -> Admission:

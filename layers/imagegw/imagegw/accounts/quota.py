@@ -15,7 +15,8 @@ DynamoDB conditions have no arithmetic, so the key item carries what a condition
                                    re-bases `free_*` (one extra write) before it reserves
     rate#<window start>            requests admitted in that minute (`rate#2026-11-28T03:25:00Z`); counted
                                    under `rate < rate_limit_per_minute`; older windows are removed by the
-                                   next settlement (the admission's ALL_NEW names them)
+                                   next synchronous settlement (the admission's ALL_NEW names them), or,
+                                   for a key used only asynchronously, once STALE_WINDOWS_SWEEP pile up
     hold#<id>                      {images, credits, expires, at, job}: one reservation not yet settled
     jobs_in_flight                 holds of async jobs; capped by `max_jobs_in_flight` (the key's own, else
                                    the deployment's IMAGEGW_MAX_JOBS_IN_FLIGHT)
@@ -52,6 +53,9 @@ SYNC_HOLD_SECONDS = 900
 # (template.yaml MessageRetentionPeriod; a test checks they agree). A delivery after the release is still
 # charged once (admission.Accounts.settle charges without a hold, once per id).
 JOB_HOLD_SECONDS = 345_600
+# A job's settlement happens in the worker, which never sees the item: its admission removes the past
+# rate windows itself once this many are on the item (an extra write every few active minutes).
+STALE_WINDOWS_SWEEP = 8
 _MAX_ATTEMPTS = 4
 _deserializer = TypeDeserializer()
 
@@ -283,6 +287,13 @@ class KeyLedger:
         logger.warning("expired holds released", extra={"holds": [hold.id for hold in expired]})
         return True
 
+    def remove_windows(self, key_hash: str, names: list[str]) -> None:
+        """Remove past rate windows (async-only keys, whose settlements cannot name them)."""
+        aliases = {f"#w{i}": name for i, name in enumerate(names)}
+        self._conditional_update(
+            key_hash, f"REMOVE {', '.join(aliases)}", "attribute_exists(key_hash)", {}, aliases
+        )
+
     def undo(self, key_hash: str, admitted: Admitted) -> None:
         """Take back an admission refused after the write (a model the key may not use)."""
         hold = admitted.hold
@@ -311,7 +322,7 @@ class KeyLedger:
                 Key={"key_hash": key_hash},
                 UpdateExpression=expression,
                 ConditionExpression=condition,
-                ExpressionAttributeValues=values,
+                **({"ExpressionAttributeValues": values} if values else {}),
                 **({"ExpressionAttributeNames": names} if names else {}),
             )
         except ClientError as exc:
