@@ -474,3 +474,17 @@ def test_a_translated_request_is_charged_at_least_its_upstream_cost(aws, api):
     assert log["upstream_cost_cents"] > 0
     assert log["cost_cents"] >= log["upstream_cost_cents"]
     assert log["cost_cents"] >= 8  # never below the list price either
+
+
+def test_a_job_that_ends_before_the_upstream_call_gives_its_hold_back(aws, api, worker, emulator):
+    key = aws.keys.create("revoked while queued", quota_images=3)
+    job_id = json.loads(submit(api, key, GEN)["body"])["id"]
+    assert f"hold#{job_id}" in aws.key_item(key)
+    aws.keys.revoke(key.key_id)
+    run_queued(aws, worker)
+    job = aws.job(job_id)
+    assert job["status"] == "failed" and job["error"]["status"] == 401
+    item = aws.key_item(key)
+    assert f"hold#{job_id}" not in item
+    assert int(item["used_images"]) == 0 and int(item["jobs_in_flight"]) == 0
+    assert emulator.requests == []

@@ -157,16 +157,6 @@ class JobStore:
             }
         }
 
-    def succeed(self, job_id: str, result: dict[str, Any]) -> None:
-        now = self.now()
-        self._update(
-            job_id,
-            "SET #s = :s, updated = :now, finished = :now, #r = :r REMOVE #e",
-            "attribute_exists(job_id)",
-            {"#s": "status", "#r": "result", "#e": "error"},
-            {":s": SUCCEEDED, ":now": now, ":r": to_dynamo(result)},
-        )
-
     def fail(self, job_id: str, error: dict[str, Any]) -> None:
         now = self.now()
         self._update(
@@ -239,17 +229,26 @@ class CallerLookup:
         self._keys = keys
         self._clock = clock
 
-    def caller(self, key_id: str) -> Caller:
+    def lookup(self, key_id: str) -> dict[str, Any] | None:
+        """The key item, whatever its state (a refund needs it even for a revoked key)."""
         try:
-            item = self._keys.get(key_id)
+            return self._keys.get(key_id)
         except KeyNotFound:
-            raise InvalidApiKey(f"The API key '{key_id}' of this job does not exist.") from None
+            return None
+
+    def usable(self, item: dict[str, Any] | None, key_id: str) -> Caller:
+        """The caller of a key item that may run a job now: 401 for a missing, revoked or expired key."""
+        if item is None:
+            raise InvalidApiKey(f"The API key '{key_id}' of this job does not exist.")
         if item.get("status") != "active":
             raise InvalidApiKey(f"The API key {item.get('display')} has been revoked.")
         expires = item.get("expires")
         if expires is not None and int(expires) <= self._clock():
             raise InvalidApiKey(f"The API key {item.get('display')} has expired.")
         return caller_from_item(item)
+
+    def caller(self, key_id: str) -> Caller:
+        return self.usable(self.lookup(key_id), key_id)
 
 
 def to_dynamo(value: Any) -> Any:

@@ -1,11 +1,17 @@
 """The jobs worker: one SQS record at a time, under Powertools batch processing (partial batch responses).
 
 For each record:
+- the worker runs only a job admitted under the gateway's own control: the job record written at
+  submission (a message naming a `key_id`) or, for a message carrying its caller's `api_key`, written
+  here after that key was authenticated and the job admitted like any request. A message that is not
+  the one its record admitted (another owner, another digest) or has no record is refused: not run,
+  nothing charged, logged and counted (`JobMessagesRefused`);
 - a malformed message (not JSON, wrong version, no job id...) fails its job when a job id is known and is
   reported processed: it never blocks the batch and is never retried;
 - the job runs at most once per job id (Powertools idempotency on `job_id`, plus the job record: a
   succeeded job is never run again), so a message delivered twice makes one upstream call, one charge
-  and one result;
+  and one result; the job's success is written in the settlement's transaction (charged exactly when
+  succeeded), so no failure after the charge can make a redelivery call the upstream again;
 - the message's request goes through the SAME `parse_request` / `validate` path as an HTTP request (the
   worker rebuilds the HTTP body: JSON, or multipart with the input images read from S3);
 - an error the caller caused (4xx) fails the job with the error body the HTTP API would give; the record
@@ -30,7 +36,8 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idemp
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from botocore.exceptions import ClientError
 
-from imagegw.accounts.admission import Outcome
+from imagegw.accounts.admission import Admission, Outcome
+from imagegw.accounts.keys import caller_from_item
 from imagegw.accounts.quota import HeldAlready, Hold, JobsInFlightExceeded
 from imagegw.delivery.storage import CONTENT_TYPES
 from imagegw.domain import HttpRequest, ImageFile, ImageRequest, RawRequest
@@ -209,10 +216,13 @@ class JobWorker:
     ) -> dict[str, Any]:
         message = parse_message(job)
         job_id = message.job_id
+        unrun: Admission | None = None  # the job's hold, until the service takes over its settlement
         try:
             record = self.jobs.get(job_id) or {}
             key_id = str(record.get("key_id"))
-            caller = self.callers.caller(key_id)
+            key_item = self.callers.lookup(key_id)
+            unrun = _unrun(message, record, key_item)
+            caller = self.callers.usable(key_item, key_id)
             raw = self._raw(message, load=True)
             request = self._validated(raw)
             asked = asked_response_format(request, self.service.catalog)
@@ -220,6 +230,7 @@ class JobWorker:
             self.jobs.start(job_id, key_id, attempt=receive_count, model=request.model, response_format=asked)
             admission = self.service.accounts.resume(caller, request, _hold_of(job_id, record))
             deadline = time.monotonic() + remaining_ms() / 1000 - LAMBDA_SAFETY_MARGIN_S
+            unrun = None
             self.service.execute(
                 admission,
                 raw,
@@ -231,6 +242,8 @@ class JobWorker:
             logger.info("job finished elsewhere while this attempt started")
             return {"job_id": job_id, "status": "skipped"}
         except Exception as exc:
+            if unrun is not None and self._settles(exc, Outcome(0, 0), receive_count):
+                self.service.accounts.settle(unrun, Outcome(error_of(exc)["status"], 0, None, _code(exc)))
             return self._failed(message, exc, receive_count)
         metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
         if message.reply_queue_url:
@@ -373,6 +386,20 @@ class AdmissionRefused(Exception):
 def _pending(ref: InputRef) -> ImageFile:
     """An input named by the message, not read yet (before admission)."""
     return ImageFile(field_name=ref.field, data=b"", filename=ref.filename, source_url=f"s3://{ref.key}")
+
+
+def _unrun(message: JobMessage, record: dict[str, Any], key_item: dict[str, Any] | None) -> Admission | None:
+    """The job's admission as its record keeps it, to refund a job that ends before the upstream call
+    (an unreadable input, a revoked key): nothing was sent."""
+    if key_item is None:
+        return None
+    hold = _hold_of(message.job_id, record)
+    placeholder = ImageRequest(message.operation, str(record.get("model") or ""), {"n": hold.images})
+    return Admission(caller_from_item(key_item), placeholder, message.job_id, hold)
+
+
+def _code(exc: BaseException) -> str | None:
+    return exc.code if isinstance(exc, ApiError) else "internal_error"
 
 
 def _hold_of(job_id: str, record: dict[str, Any]) -> Hold:
