@@ -293,14 +293,14 @@ def test_a_revoked_key_fails_its_queued_job_and_another_keys_job_id_is_left_alon
 def test_edit_inputs_come_from_s3_and_results_are_announced(aws, worker, key):
     queue = aws.queues["JobsQueue"]
     reply = aws.sqs.create_queue(QueueName="replies")["QueueUrl"]
-    aws.s3.put_object(Bucket=aws.bucket, Key="inputs/test/otter.png", Body=png_bytes())
-    aws.s3.put_object(Bucket=aws.bucket, Key="inputs/test/photo.png", Body=png_bytes(mode="RGB"))
+    aws.s3.put_object(Bucket=aws.bucket, Key="uploads/test/otter.png", Body=png_bytes())
+    aws.s3.put_object(Bucket=aws.bucket, Key="uploads/test/photo.png", Body=png_bytes(mode="RGB"))
     edit = message(
         "job_edit",
         key.raw_key,
         {"model": "dall-e-2", "prompt": "add a hat", "n": "2", "size": "256x256"},
         operation="edits",
-        inputs={"images": [{"key": "inputs/test/otter.png", "filename": "otter.png"}]},
+        inputs={"images": [{"key": "uploads/test/otter.png", "filename": "otter.png"}]},
         reply={"queue_url": reply},
     )
     no_alpha = message(
@@ -308,21 +308,21 @@ def test_edit_inputs_come_from_s3_and_results_are_announced(aws, worker, key):
         key.raw_key,
         {"model": "dall-e-2", "prompt": "add a hat"},
         operation="edits",
-        inputs={"images": [{"key": "inputs/test/photo.png", "field": "image"}]},
+        inputs={"images": [{"key": "uploads/test/photo.png", "field": "image"}]},
     )
     missing = message(
         "job_edit_missing",
         key.raw_key,
         {"model": "gpt-image-1.5", "prompt": "add a hat"},
         operation="edits",
-        inputs={"images": [{"key": "inputs/test/nope.png"}]},
+        inputs={"images": [{"key": "uploads/test/nope.png"}]},
     )
     variation = message(
         "job_variation",
         key.raw_key,
         {"model": "dall-e-2", "size": "256x256"},
         operation="variations",
-        inputs={"images": [{"key": "inputs/test/photo.png", "filename": "photo.png"}]},
+        inputs={"images": [{"key": "uploads/test/photo.png", "filename": "photo.png"}]},
     )
     for body in (edit, no_alpha, missing, variation):
         aws.sqs.send_message(QueueUrl=queue, MessageBody=body)

@@ -488,3 +488,22 @@ def test_a_job_that_ends_before_the_upstream_call_gives_its_hold_back(aws, api, 
     assert f"hold#{job_id}" not in item
     assert int(item["used_images"]) == 0 and int(item["jobs_in_flight"]) == 0
     assert emulator.requests == []
+
+
+def test_a_callers_message_cannot_read_what_the_gateway_wrote(aws, api, worker, emulator):
+    owner = aws.keys.create("owner")
+    answer = generate(api, owner, dict(GEN, response_format="url"))
+    assert answer["statusCode"] == 200
+    [result] = aws.objects("images/")
+    thief = aws.keys.create("thief")
+    body = message(
+        "job_theft",
+        {"model": "gpt-image-1.5", "prompt": "copy this", "quality": "low"},
+        {"api_key": thief.raw_key},
+        operation="edits",
+        inputs={"images": [{"key": result, "filename": "x.png"}]},
+    )
+    deliver(worker, body)
+    job = aws.job("job_theft")
+    assert job["status"] == "failed" and job["error"]["code"] == "invalid_job_message"
+    assert len(emulator.requests) == 1 and aws.used(thief) == 0

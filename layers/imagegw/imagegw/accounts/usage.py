@@ -16,8 +16,8 @@
                                                                     images, tokens, cost_cents, size...,
                                                                     upstream_model and upstream_cost_cents;
                                                                     the prompt only when log_prompts is on
-    pk `rate#<key_id>`           sk `2026-11-28T03:25:00Z`          legacy: rate-limit windows before they moved
-                                                                    onto the key item (quota.py); expire by TTL
+    pk `rate#<key_id>`           sk `2026-11-28T03:25:00Z`          legacy: rate-limit windows, before they
+                                                                    moved onto the key item (quota.py); TTL
 
 Costs are estimates in USD cents from the price table (pricing.py, prices.json).
 

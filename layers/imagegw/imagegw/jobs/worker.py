@@ -56,6 +56,8 @@ IDEMPOTENCY_KEY_PREFIX = "imagegw-job"
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 # Without a Lambda context (tests, scripts) a job gets this long.
 DEFAULT_REMAINING_MS = 900_000
+# Where the gateway writes in its bucket: results (`images/`) and submitted inputs (`inputs/`).
+GATEWAY_PREFIXES = ("images/", "inputs/")
 _UNREADABLE = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "404", "403", "InvalidObjectState"}
 
 
@@ -163,6 +165,7 @@ class JobWorker:
         accounts = self.service.accounts
         try:
             credential = accounts.credential(f"Bearer {message.api_key}")
+            self._check_own_inputs(message)
             request = self._validated(self._raw(message, load=False))
             try:
                 admission = accounts.admit(credential, request, message.job_id, job=True)
@@ -191,6 +194,23 @@ class JobWorker:
             if record.get("key_id") != key_id or record.get("digest") != message.digest():
                 raise ForgedMessage("the job id belongs to another job") from None
             return record
+
+    def _check_own_inputs(self, message: JobMessage) -> None:
+        """A caller's message may not name the objects the gateway itself writes (other keys' results
+        under `images/`, other jobs' inputs under `inputs/`): only its own uploads."""
+        overlays = (("mask", message.mask), ("markup", message.markup))
+        refs: list[tuple[str, InputRef | None]] = [("inputs.images", ref) for ref in message.images]
+        refs += [(f"inputs.{name}", ref) for name, ref in overlays]
+        for where, ref in refs:
+            if ref is None or (ref.bucket and ref.bucket != self.bucket):
+                continue
+            if ref.key.startswith(GATEWAY_PREFIXES):
+                raise MalformedMessage(
+                    f"'{where}' names '{ref.key}', which the gateway wrote; upload inputs under another "
+                    f"prefix or to a bucket of your own.",
+                    job_id=message.job_id,
+                    param=where,
+                )
 
     def _refuse(self, message: JobMessage, reason: str) -> dict[str, Any]:
         """A message that does not match what was admitted: not run, nothing charged, recorded."""
