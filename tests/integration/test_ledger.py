@@ -507,3 +507,17 @@ def test_a_callers_message_cannot_read_what_the_gateway_wrote(aws, api, worker, 
     job = aws.job("job_theft")
     assert job["status"] == "failed" and job["error"]["code"] == "invalid_job_message"
     assert len(emulator.requests) == 1 and aws.used(thief) == 0
+
+
+def test_a_direct_job_whose_key_is_revoked_before_it_runs_fails_and_gives_its_hold_back(aws, worker):
+    key = aws.keys.create("revoked later", quota_images=2)
+    body = message(
+        "job_revoked", dict(GEN, prompt="[[emulator:500]] first attempt fails"), {"api_key": key.raw_key}
+    )
+    deliver(worker, body)  # admitted, then a transient failure: SQS will deliver it again
+    assert aws.job("job_revoked")["status"] == "queued" and "hold#job_revoked" in aws.key_item(key)
+    aws.keys.revoke(key.key_id)
+    deliver(worker, body)
+    job = aws.job("job_revoked")
+    assert job["status"] == "failed" and job["error"]["status"] == 401
+    assert "hold#job_revoked" not in aws.key_item(key) and aws.used(key) == 0

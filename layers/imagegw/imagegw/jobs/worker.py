@@ -25,6 +25,7 @@ For each record:
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import time
 from collections.abc import Callable
@@ -149,15 +150,21 @@ class JobWorker:
         elif record is None:
             return self._admit_message(message, receive_count)
         else:
-            try:
-                owner = self.service.accounts.authenticate(f"Bearer {message.api_key}")
-            except InvalidApiKey:
-                raise ForgedMessage("the message's API key does not authenticate") from None
-            if record.get("key_id") != owner.key_id:
+            if not self._owned(record, message.api_key):
                 raise ForgedMessage("the job id belongs to another key's job")
         if record.get("digest") != message.digest():
             raise ForgedMessage("the message differs from the one its job admitted")
         return record
+
+    def _owned(self, record: dict[str, Any], api_key: str) -> bool:
+        """The message's API key is the job's owner's (revoked since, perhaps: the job then fails 401 and
+        its hold is given back, as for any job whose key was revoked while it waited)."""
+        try:
+            credential = self.service.accounts.credential(f"Bearer {api_key}")
+        except InvalidApiKey:
+            return False
+        item = self.callers.lookup(str(record.get("key_id")))
+        return item is not None and hmac.compare_digest(str(item.get("key_hash", "")), credential.key_hash)
 
     def _admit_message(self, message: JobMessage, receive_count: int) -> dict[str, Any]:
         """A message sent straight to the queue: its API key authenticated and the job admitted like any
