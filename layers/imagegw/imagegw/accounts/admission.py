@@ -53,6 +53,7 @@ from imagegw.observability import logger
 from imagegw.settings import Settings
 
 NO_COST = Cost(0, 0, 0, Decimal(0))
+_CONDITION_FAILED = "ConditionalCheckFailed"  # a transaction item's cancellation reason
 
 
 @dataclass(frozen=True)
@@ -244,19 +245,19 @@ class Accounts:
         reasons = self._transact(first)
         if not reasons:
             return True
-        if reasons[0] != "ConditionalCheckFailed" or (usage and reasons[2] == "ConditionalCheckFailed"):
-            if reasons[0] == "ConditionalCheckFailed":
-                return False  # the hold is gone and the log record is there: settled before
+        if reasons[0] != _CONDITION_FAILED:  # the hold is there: something else refused the write
             raise RuntimeError(f"settlement refused: {reasons}")
-        if not usage:
-            return False  # nothing tells a released hold from a settled one: assume settled
+        if not usage or reasons[2] == _CONDITION_FAILED:
+            # The hold is gone and the request's log record is there: settled before. (Without a usage
+            # table nothing tells a released hold from a settled one: assume settled.)
+            return False
         # The hold expired and was released before this settlement: charge without it, once (the log).
         full = Adjustment(charge.charged.images, charge.charged.cents)
         reasons = self._transact([self._ledger.charge_item(key_hash, full), *usage, *also])
         if not reasons:
             logger.warning("settled after the hold expired", extra=_log_keys(admission))
             return True
-        if usage and reasons[2] == "ConditionalCheckFailed":
+        if reasons[2] == _CONDITION_FAILED:
             return False
         raise RuntimeError(f"settlement refused: {reasons}")
 
@@ -269,7 +270,7 @@ class Accounts:
                 raise
             reasons = exc.response.get("CancellationReasons") or []
             codes = [str(reason.get("Code", "None")) for reason in reasons]
-            return codes if codes else ["ConditionalCheckFailed"] * len(items)
+            return codes if codes else [_CONDITION_FAILED] * len(items)
         return []
 
     def _usage_items(self, admission: Admission, outcome: Outcome, charge: Charge) -> list[dict[str, Any]]:
