@@ -521,3 +521,20 @@ def test_a_direct_job_whose_key_is_revoked_before_it_runs_fails_and_gives_its_ho
     job = aws.job("job_revoked")
     assert job["status"] == "failed" and job["error"]["status"] == 401
     assert "hold#job_revoked" not in aws.key_item(key) and aws.used(key) == 0
+
+
+def test_a_direct_json_edit_job_fetches_its_urls_after_admission_and_stores_its_result(
+    aws, worker, emulator, fetches
+):
+    key = aws.keys.create("direct json edit")
+    edit_request = {**JSON_EDIT, "response_format": "b64_json"}
+    deliver(worker, message("job_json_edit", edit_request, {"api_key": key.raw_key}, operation="edits"))
+    job = aws.job("job_json_edit")
+    assert job["status"] == "succeeded", job
+    assert fetches == ["https://images.example.com/otter.png"]
+    [image] = job["result"]["images"]
+    assert image["key"].startswith("images/") and image["key"] in aws.objects("images/")
+    refused = aws.keys.create("dall-e only", allowed_models=["dall-e-3"])
+    deliver(worker, message("job_json_refused", JSON_EDIT, {"api_key": refused.raw_key}, operation="edits"))
+    assert aws.job("job_json_refused")["error"]["status"] == 403
+    assert len(fetches) == 1 and len(emulator.requests) == 1

@@ -108,7 +108,10 @@ class ImageService:
         if not awaits_fetch(raw):
             return admission.request
         resolve_image_urls(raw, catalog=self.catalog)
-        admission.request = validate(raw, self.catalog)
+        checked = validate(raw, self.catalog)
+        # The parameters were validated before admission (and may carry the worker's url override):
+        # what is new is the images.
+        admission.request = replace(checked, params=admission.request.params)
         return admission.request
 
     def _deliver(self, request: ImageRequest, result: UpstreamResult, request_id: str) -> Delivery:
