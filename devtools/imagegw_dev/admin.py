@@ -1,7 +1,7 @@
 """`imagegw keys ...`: create, list, show, revoke API keys and read their usage.
 
     imagegw keys create --name N [--owner O] [--models m1,m2] [--quota-images N] [--quota-credits C]
-                        [--rate-limit R] [--expires-in-days D]
+                        [--rate-limit R] [--expires-in-days D] [--max-jobs-in-flight N]
     imagegw keys list
     imagegw keys show KEY_ID
     imagegw keys revoke KEY_ID
@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--rate-limit", type=_positive_int, metavar="RPM", help="requests per minute")
     create.add_argument("--expires-in-days", type=_positive_decimal, metavar="D")
+    create.add_argument(
+        "--max-jobs-in-flight",
+        type=_non_negative_int,
+        metavar="N",
+        help="async jobs queued or running at once (default: the deployment's MaxJobsInFlight)",
+    )
     create.set_defaults(command=cmd_create)
 
     listing = sub.add_parser("list", parents=[target], help="list keys (never the keys themselves)")
@@ -227,6 +233,7 @@ def cmd_create(args: argparse.Namespace, target: Target, out: TextIO) -> int:
         quota_credits=args.quota_credits,
         rate_limit_per_minute=args.rate_limit,
         expires=expires,
+        max_jobs_in_flight=args.max_jobs_in_flight,
     )
     if args.json:
         _print_json({"api_key": new.raw_key, **public_view(new.item)}, out)
@@ -292,6 +299,7 @@ def cmd_show(args: argparse.Namespace, target: Target, out: TextIO) -> int:
         ("images", _used_of(item.get("used_images"), item.get("quota_images"))),
         ("credits (cents)", _used_of(item.get("used_credits"), item.get("quota_credits"), cents=True)),
         ("rate limit", f"{_opt(item.get('rate_limit_per_minute'))} requests/min"),
+        ("jobs in flight", _used_of(item.get("jobs_in_flight"), item.get("max_jobs_in_flight"))),
         ("last used", _time(item.get("last_used"))),
     ]
     if today_usage is not None:
@@ -339,7 +347,17 @@ def cmd_usage(args: argparse.Namespace, target: Target, out: TextIO) -> int:
             out,
         )
         return 0
-    header = ["DAY", "REQUESTS", "OK", "FAILED", "IMAGES", "INPUT_TOKENS", "OUTPUT_TOKENS", "COST_USD"]
+    header = [
+        "DAY",
+        "REQUESTS",
+        "OK",
+        "FAILED",
+        "IMAGES",
+        "INPUT_TOKENS",
+        "OUTPUT_TOKENS",
+        "CHARGED_USD",
+        "UPSTREAM_USD",
+    ]
     print(f"Usage of {args.key_id}, {first.isoformat()} to {last.isoformat()} (UTC days):", file=out)
     _print_table(
         header, [_usage_row(str(d.get("day", "")), d) for d in days] + [_usage_row("total", total)], out
@@ -348,7 +366,12 @@ def cmd_usage(args: argparse.Namespace, target: Target, out: TextIO) -> int:
         print("", file=out)
         header[0] = "MODEL"
         _print_table(header, [_usage_row(model, t) for model, t in model_totals.items()], out)
-    print("\nCosts are estimates from the gateway's price table (prices.json), not an invoice.", file=out)
+    print(
+        "\nCHARGED_USD is what the key was charged; UPSTREAM_USD what the upstream's usage cost at its "
+        "model's prices (the operator's cost).\nCosts are estimates from the gateway's price table "
+        "(prices.json), not an invoice.",
+        file=out,
+    )
     return 0
 
 
@@ -373,14 +396,16 @@ def _usage_row(label: str, row: dict[str, Any]) -> list[str]:
         str(int(row.get("input_tokens", 0))),
         str(int(row.get("output_tokens", 0))),
         f"{Decimal(row.get('cost_cents', 0)) / 100:.4f}",
+        f"{Decimal(row.get('upstream_cost_cents', 0)) / 100:.4f}",
     ]
 
 
 def _usage_summary(row: dict[str, Any]) -> str:
     cost = Decimal(row.get("cost_cents", 0)) / 100
+    upstream = Decimal(row.get("upstream_cost_cents", 0)) / 100
     return (
         f"{int(row.get('requests', 0))} requests ({int(row.get('failed', 0))} failed), "
-        f"{int(row.get('images', 0))} images, ${cost:.4f} estimated"
+        f"{int(row.get('images', 0))} images, ${cost:.4f} charged, ${upstream:.4f} upstream cost (estimates)"
     )
 
 

@@ -227,21 +227,28 @@ def test_usage_per_day_and_model(local_stack, capsys):
     acc.settle(acc.admit(caller, dalle, "r1"), Outcome(200, 5, UpstreamResult([GeneratedImage(b"")] * 2)))
     acc.settle(acc.admit(caller, gpt, "r2"), Outcome(200, 5, UpstreamResult([GeneratedImage(b"")], tokens)))
     acc.settle(acc.admit(caller, dalle, "r3"), Outcome(502, 5, None, "upstream_error"))
+    # dall-e-3 hd served by gpt-image-1.5 (a translation): charged $0.08, cost 272 x $32 / 1M = $0.0087
+    hd = ImageRequest("generations", "dall-e-3", {"prompt": "p", "size": "1024x1024", "quality": "hd"})
+    served = UpstreamResult([GeneratedImage(b"")], {"output_tokens": 272}, model="gpt-image-1.5")
+    acc.settle(acc.admit(caller, hd, "r4"), Outcome(200, 5, served))
 
     code, out, _ = run(capsys, "usage", key_id, "--local", "--days", "3")
     assert code == 0
     lines = out.splitlines()
     total = next(line for line in lines if line.startswith("total"))
-    # 3 requests, 2 ok, 1 failed, 3 images, 100 in, 272 out; $0.032 + (100 x 5 + 272 x 40) / 1M = $0.04338
-    assert total.split() == ["total", "3", "2", "1", "3", "100", "272", "0.0434"]
+    # 4 requests, 3 ok, 1 failed, 4 images, 100 in, 544 out; charged $0.032 + (100 x 5 + 272 x 40) / 1M
+    # + $0.08 = $0.12338; the upstream cost the same but $0.008704 for the translated one = $0.052084
+    assert total.split() == ["total", "4", "3", "1", "4", "100", "544", "0.1234", "0.0521"]
     assert any(line.startswith("dall-e-2") for line in lines)
     assert any(line.startswith("gpt-image-1") for line in lines)
-    assert "estimates" in out
+    assert next(line for line in lines if line.startswith("dall-e-3")).split()[-2:] == ["0.0800", "0.0087"]
+    assert "estimates" in out and "UPSTREAM_USD" in out
 
     code, out, _ = run(capsys, "usage", key_id, "--local", "--json")
     report = json.loads(out)
-    assert report["total"]["requests"] == 3
-    assert report["total"]["cost_cents"] == pytest.approx(4.338)
+    assert report["total"]["requests"] == 4
+    assert report["total"]["cost_cents"] == pytest.approx(12.338)
+    assert report["total"]["upstream_cost_cents"] == pytest.approx(5.2084)
     assert report["models"]["dall-e-2"]["failed"] == 1
     assert len(report["days"]) == 1
 

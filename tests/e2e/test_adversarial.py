@@ -600,18 +600,40 @@ NOISE = noise_png(256, 256)
 BIG_EDIT = {"model": "gpt-image-1.5", "prompt": "add a hat", "n": "3", "size": "1024x1024"}
 
 
-def test_a_response_too_large_for_lambda_is_413_naming_url_and_refunded(
+def test_a_response_too_large_for_lambda_is_413_charged_and_its_images_kept(
     stack, emulator_control, ledger, quota_key
 ):
+    # The ledger rule: the upstream made (and billed) three images, so the key is charged for them even
+    # though the answer cannot be sent; the images are kept as a finished job the 413 names.
     before = ledger.objects()
 
     response = post(stack, quota_key, "/images/edits", data=BIG_EDIT, files={"image": ("noise.png", NOISE)})
 
     error = check_error(response, 413, code="response_too_large", param="response_format")
     assert "response_format=url" in error["message"]
-    assert len(upstream_requests(emulator_control)) == 1  # the upstream did the work; the client pays nothing
-    assert ledger.used(quota_key) == (0, 0.0)
-    assert ledger.objects() == before
+    assert len(upstream_requests(emulator_control)) == 1
+    assert ledger.used(quota_key)[0] == 3
+    job_id = response.headers["x-imagegw-job-id"]
+    assert f"GET /v1/images/jobs/{job_id}" in error["message"]
+    kept = ledger.objects() - before
+    assert len(kept) == 3 and all(f"/{job_id}/" in key for key in kept)
+    job = requests.get(
+        f"{stack['api_url']}/images/jobs/{job_id}",
+        headers={"Authorization": f"Bearer {quota_key.raw_key}"},
+        timeout=30,
+    )
+    assert job.status_code == 200, job.text[:500]
+    view = job.json()
+    assert view["status"] == "succeeded" and len(view["result"]["data"]) == 3
+    image = requests.get(view["result"]["data"][0]["url"], timeout=30)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    stranger = ledger.new_key("not the owner")
+    hidden = requests.get(
+        f"{stack['api_url']}/images/jobs/{job_id}",
+        headers={"Authorization": f"Bearer {stranger.raw_key}"},
+        timeout=30,
+    )
+    assert hidden.status_code == 404
 
 
 def test_the_same_request_with_response_format_url_succeeds(stack, emulator_control, ledger, quota_key):
@@ -707,21 +729,23 @@ def test_the_front_refuses_like_api_gateway_with_json_never_html_or_5xx(stack, e
 # ------------------------------------------------------------------- 4. upstream faults after admission
 
 
-# Each fault on an admitted request: the answer, and nothing charged or stored for work that was not done.
+# Each fault on an admitted request: the answer, nothing stored, and the charge the ledger rule gives: a
+# refund when the upstream answered an error (nothing billed), the reservation charged when the request
+# reached the upstream and may have been billed (connection dropped after sending, a 200 with a broken body).
 FAULTS = {
-    "server-error": ({"status": 500}, 502, "upstream_error"),
-    "overloaded": ({"status": 503}, 502, "upstream_error"),
-    "connection-dropped": ({"drop": True}, 502, "upstream_error"),
-    "body-not-json": ({"malformed_json": True}, 502, "upstream_error"),
-    "truncated-base64": ({"truncated_b64": True}, 502, "upstream_error"),
+    "server-error": ({"status": 500}, 502, "upstream_error", False),
+    "overloaded": ({"status": 503}, 502, "upstream_error", False),
+    "connection-dropped": ({"drop": True}, 502, "upstream_error", True),
+    "body-not-json": ({"malformed_json": True}, 502, "upstream_error", True),
+    "truncated-base64": ({"truncated_b64": True}, 502, "upstream_error", True),
 }
 
 
 @pytest.mark.parametrize("name", sorted(FAULTS))
-def test_an_upstream_fault_is_answered_refunded_and_leaves_nothing(
+def test_an_upstream_fault_is_answered_charged_by_the_ledger_rule_and_leaves_nothing(
     stack, emulator_control, ledger, quota_key, name
 ):
-    fault, status, code = FAULTS[name]
+    fault, status, code, maybe_billed = FAULTS[name]
     requests.post(emulator_control + "/_emulator/faults", json={"mode": fault}, timeout=5)
     before = ledger.objects()
 
@@ -742,5 +766,9 @@ def test_an_upstream_fault_is_answered_refunded_and_leaves_nothing(
     assert response.headers["x-should-retry"] == "false"
     assert response.elapsed.total_seconds() < 28 + 1  # the sync deadline, plus one second
     assert len(upstream_requests(emulator_control)) >= 1
-    assert ledger.used(quota_key) == (0, 0.0)
+    images, credits = ledger.used(quota_key)
+    if maybe_billed:
+        assert images == 2 and credits > 0  # the reservation, charged once
+    else:
+        assert (images, credits) == (0, 0.0)
     assert ledger.objects() == before

@@ -136,3 +136,55 @@ def test_concurrent_requests_against_a_rate_limit_admit_exactly_the_limit(endpoi
     minute = int(time.time() // 60) * 60 + 30.0  # one fixed instant: every request in the same window
     outcomes = race(endpoint, new.raw_key, admit_only, clock=lambda: minute)
     assert outcomes == {"admitted": 7, "rate_limit_exceeded": 43}
+
+
+def test_thirty_concurrent_generations_on_a_ten_image_quota_admit_exactly_ten(endpoint):
+    """The whole pipeline (ImageService.handle: bearer key, parse, validate, admit, upstream, settle), 30
+    requests at once, each thread with its own service and boto3 resource, on a quota of 10 images."""
+    import json
+
+    from imagegw.domain import GeneratedImage, HttpRequest, UpstreamResult
+    from imagegw.request.catalog import Catalog
+    from imagegw.service import ImageService
+    from imagegw.settings import Settings
+
+    settings = Settings("bucket", "keys", "usage", "jobs", "idem", "http://127.0.0.1/queue")
+    upstream_calls: list[int] = []
+
+    class Upstream:
+        def call(self, request: ImageRequest, *, deadline: float) -> UpstreamResult:
+            upstream_calls.append(1)
+            return UpstreamResult([GeneratedImage(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)], route="fake")
+
+    new = KeyStore(resource(endpoint).Table("keys")).create("racy pipeline", quota_images=10)
+    threads = 30
+    services = [
+        ImageService(settings, Catalog.load(), accounts_for(endpoint), Upstream(), store=None)  # type: ignore[arg-type]
+        for _ in range(threads)
+    ]
+    body = json.dumps(
+        {"model": "dall-e-2", "prompt": "otter", "size": "256x256", "response_format": "b64_json"}
+    )
+    start = threading.Barrier(threads)
+
+    def run(i: int) -> int:
+        http = HttpRequest(
+            "POST",
+            "/v1/images/generations",
+            {"authorization": f"Bearer {new.raw_key}", "content-type": "application/json"},
+            body.encode(),
+            f"req_{i}",
+        )
+        start.wait()
+        try:
+            return services[i].handle("generations", http, lambda: 60_000).status
+        except ApiError as exc:
+            return exc.status
+
+    with ThreadPoolExecutor(threads) as pool:
+        statuses = Counter(pool.map(run, range(threads)))
+    assert statuses == {200: 10, 429: 20}
+    assert len(upstream_calls) == 10
+    item = KeyStore(resource(endpoint).Table("keys")).get(new.key_id)
+    assert item["used_images"] == 10 and item["free_images"] == 0
+    assert not [name for name in item if name.startswith("hold#")]  # every admission settled

@@ -132,3 +132,15 @@ def test_refusals_never_reach_the_upstream(service, dynamodb):
         with pytest.raises(error):
             call(service, raw, BODY)
     assert service.upstream.calls == 0
+
+
+def test_a_bad_key_is_401_before_its_bodys_400_and_a_good_key_gets_the_400(service, dynamodb):
+    bad_body = {"model": "dall-e-2", "prompt": "a lighthouse", "n": 99}
+    with pytest.raises(InvalidApiKey):
+        call(service, "sk-not-a-real-key-at-all-000000000000000000", bad_body)
+    new = KeyStore(dynamodb.Table("keys")).create("svc", quota_images=5)
+    with pytest.raises(ApiError) as caught:
+        call(service, new.raw_key, bad_body)
+    assert caught.value.status == 400 and caught.value.param == "n"
+    assert KeyStore(dynamodb.Table("keys")).get(new.key_id)["used_images"] == 0  # refused before admission
+    assert service.upstream.calls == 0

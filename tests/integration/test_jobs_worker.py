@@ -129,14 +129,15 @@ def key(aws):
 
 
 def message(
-    job_id: str, key_id: str, request: dict[str, Any], operation: str = "generations", **extra: Any
+    job_id: str, raw_key: str, request: dict[str, Any], operation: str = "generations", **extra: Any
 ) -> str:
+    """A job message as an event-driven caller sends it: with its own API key."""
     body = {
         "version": 1,
         "job_id": job_id,
         "operation": operation,
         "request": request,
-        "caller": {"key_id": key_id},
+        "caller": {"api_key": raw_key},
     }
     return json.dumps({**body, **extra})
 
@@ -168,7 +169,7 @@ def test_a_batch_reports_exactly_its_transient_failures(aws, worker, key, emulat
     jobs["job_bad_size"] = dict(OK_REQUEST, size="512x512")
     jobs["job_upstream_500"] = dict(OK_REQUEST, prompt="[[emulator:500]] a failing otter")
     for job_id, request in jobs.items():
-        aws.sqs.send_message(QueueUrl=queue, MessageBody=message(job_id, key.key_id, request))
+        aws.sqs.send_message(QueueUrl=queue, MessageBody=message(job_id, key.raw_key, request))
     event = receive_event(aws, queue, 10)
     by_job = {json.loads(r["body"])["job_id"]: r["messageId"] for r in event["Records"]}
 
@@ -207,7 +208,7 @@ def test_a_batch_reports_exactly_its_transient_failures(aws, worker, key, emulat
 
 def test_a_duplicated_message_makes_one_generation_one_charge_one_result(aws, worker, key, emulator):
     queue = aws.queues["JobsQueue"]
-    body = message("job_twice", key.key_id, OK_REQUEST)
+    body = message("job_twice", key.raw_key, OK_REQUEST)
     aws.sqs.send_message(QueueUrl=queue, MessageBody=body)
     aws.sqs.send_message(QueueUrl=queue, MessageBody=body)
 
@@ -226,7 +227,7 @@ def test_a_duplicated_message_makes_one_generation_one_charge_one_result(aws, wo
 
 def test_a_poison_message_ends_in_the_dlq_with_its_error_on_the_job(aws, worker, key, emulator):
     queue, dlq = aws.poison_queue()
-    body = message("job_poison", key.key_id, dict(OK_REQUEST, prompt="[[emulator:500]] always failing"))
+    body = message("job_poison", key.raw_key, dict(OK_REQUEST, prompt="[[emulator:500]] always failing"))
     aws.sqs.send_message(QueueUrl=queue, MessageBody=body)
     source = SqsEventSource(
         aws.sqs, queue, QueueSubscription("JobsWorkerFunction", "Poison", worker, 10, True), quiet=True
@@ -255,8 +256,8 @@ def test_malformed_messages_never_block_the_batch(aws, worker, key):
         "this is not JSON",
         json.dumps({"version": 2, "job_id": "job_future", "caller": {"key_id": key.key_id}}),
         json.dumps({"version": 1, "operation": "generations", "request": OK_REQUEST}),
-        message("job_no_such_operation", key.key_id, OK_REQUEST, operation="upscales"),
-        message("job_fine", key.key_id, OK_REQUEST),
+        message("job_no_such_operation", key.raw_key, OK_REQUEST, operation="upscales"),
+        message("job_fine", key.raw_key, OK_REQUEST),
     ]
     for body in bodies:
         aws.sqs.send_message(QueueUrl=queue, MessageBody=body)
@@ -273,12 +274,12 @@ def test_malformed_messages_never_block_the_batch(aws, worker, key):
 def test_a_revoked_key_fails_its_queued_job_and_another_keys_job_id_is_left_alone(aws, worker, key):
     queue = aws.queues["JobsQueue"]
     other = aws.keys.create("someone else")
-    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_mine", key.key_id, OK_REQUEST))
+    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_mine", key.raw_key, OK_REQUEST))
     assert worker.invoke(receive_event(aws, queue, 1)) == {"batchItemFailures": []}
     aws.keys.revoke(other.key_id)
-    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_theirs", other.key_id, OK_REQUEST))
+    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_theirs", other.raw_key, OK_REQUEST))
     # the other key tries to take over (or overwrite) job_mine: ignored
-    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_mine", other.key_id, {"prompt": 1}))
+    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_mine", other.raw_key, {"prompt": 1}))
 
     assert worker.invoke(receive_event(aws, queue, 2)) == {"batchItemFailures": []}
 
@@ -292,36 +293,36 @@ def test_a_revoked_key_fails_its_queued_job_and_another_keys_job_id_is_left_alon
 def test_edit_inputs_come_from_s3_and_results_are_announced(aws, worker, key):
     queue = aws.queues["JobsQueue"]
     reply = aws.sqs.create_queue(QueueName="replies")["QueueUrl"]
-    aws.s3.put_object(Bucket=aws.bucket, Key="inputs/test/otter.png", Body=png_bytes())
-    aws.s3.put_object(Bucket=aws.bucket, Key="inputs/test/photo.png", Body=png_bytes(mode="RGB"))
+    aws.s3.put_object(Bucket=aws.bucket, Key=f"uploads/{key.key_id}/otter.png", Body=png_bytes())
+    aws.s3.put_object(Bucket=aws.bucket, Key=f"uploads/{key.key_id}/photo.png", Body=png_bytes(mode="RGB"))
     edit = message(
         "job_edit",
-        key.key_id,
+        key.raw_key,
         {"model": "dall-e-2", "prompt": "add a hat", "n": "2", "size": "256x256"},
         operation="edits",
-        inputs={"images": [{"key": "inputs/test/otter.png", "filename": "otter.png"}]},
+        inputs={"images": [{"key": f"uploads/{key.key_id}/otter.png", "filename": "otter.png"}]},
         reply={"queue_url": reply},
     )
     no_alpha = message(
         "job_edit_rgb",
-        key.key_id,
+        key.raw_key,
         {"model": "dall-e-2", "prompt": "add a hat"},
         operation="edits",
-        inputs={"images": [{"key": "inputs/test/photo.png", "field": "image"}]},
+        inputs={"images": [{"key": f"uploads/{key.key_id}/photo.png", "field": "image"}]},
     )
     missing = message(
         "job_edit_missing",
-        key.key_id,
+        key.raw_key,
         {"model": "gpt-image-1.5", "prompt": "add a hat"},
         operation="edits",
-        inputs={"images": [{"key": "inputs/test/nope.png"}]},
+        inputs={"images": [{"key": f"uploads/{key.key_id}/nope.png"}]},
     )
     variation = message(
         "job_variation",
-        key.key_id,
+        key.raw_key,
         {"model": "dall-e-2", "size": "256x256"},
         operation="variations",
-        inputs={"images": [{"key": "inputs/test/photo.png", "filename": "photo.png"}]},
+        inputs={"images": [{"key": f"uploads/{key.key_id}/photo.png", "filename": "photo.png"}]},
     )
     for body in (edit, no_alpha, missing, variation):
         aws.sqs.send_message(QueueUrl=queue, MessageBody=body)
@@ -343,11 +344,9 @@ def test_edit_inputs_come_from_s3_and_results_are_announced(aws, worker, key):
 
 def test_the_sample_event_runs_through_the_worker_handler(aws, worker):
     event = json.loads((ROOT / "events" / "sqs_jobs_batch.json").read_text())
-    key_ids = {json.loads(r["body"])["caller"]["key_id"] for r in event["Records"]}
-    for key_id in key_ids:  # the sample's owner, as an admin would have created it
-        aws.dynamodb.Table(aws.tables["KeysTable"]).put_item(
-            Item={"key_hash": "0" * 64, "key_id": key_id, "display": "sk-sam...mple", "status": "active"}
-        )
+    raw_keys = {json.loads(r["body"])["caller"]["api_key"] for r in event["Records"]}
+    for raw_key in raw_keys:  # the sample's key, as an admin would have created it
+        aws.keys.import_key(raw_key, "sample events")
 
     assert worker.invoke(event) == {"batchItemFailures": []}
 
@@ -503,7 +502,7 @@ def test_an_unusable_image_url_in_a_queued_job_fails_it_at_once_never_retried(
     redelivered until the dead-letter queue. Now the job fails on its first receive with the 400."""
     queue = aws.queues["JobsQueue"]
     request = {"model": "gpt-image-1.5", "prompt": "a hat", "images": [{"image_url": url}]}
-    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_bad_url", key.key_id, request, "edits"))
+    aws.sqs.send_message(QueueUrl=queue, MessageBody=message("job_bad_url", key.raw_key, request, "edits"))
 
     assert worker.invoke(receive_event(aws, queue, 1)) == {"batchItemFailures": []}
 
@@ -543,3 +542,32 @@ def test_a_job_whose_images_expired_answers_410_and_signs_nothing(aws, worker, k
             "job_id",
         )
         assert "expired" in error["message"] and "X-Amz" not in expired["body"]
+
+
+def test_a_direct_job_reads_only_its_own_keys_uploads(aws, worker, key, emulator):
+    """A message sent to the queue names its inputs under uploads/<its own key id>/: another key's
+    uploads, or the gateway's own images/ and inputs/, fail the job before anything is read or charged."""
+    queue = aws.queues["JobsQueue"]
+    aws.s3.put_object(Bucket=aws.bucket, Key="uploads/key_someoneelse00/otter.png", Body=png_bytes())
+    aws.s3.put_object(Bucket=aws.bucket, Key="inputs/2026/11/28/job_x/0.png", Body=png_bytes())
+    request = {"model": "dall-e-2", "prompt": "add a hat", "size": "256x256"}
+    for job_id, stolen in (
+        ("job_theirs", "uploads/key_someoneelse00/otter.png"),
+        ("job_gw", "inputs/2026/11/28/job_x/0.png"),
+    ):
+        body = message(job_id, key.raw_key, request, operation="edits", inputs={"images": [{"key": stolen}]})
+        aws.sqs.send_message(QueueUrl=queue, MessageBody=body)
+
+    assert worker.invoke(receive_event(aws, queue, 2)) == {"batchItemFailures": []}
+
+    for job_id in ("job_theirs", "job_gw"):
+        error = aws.job(job_id)["error"]
+        assert (error["status"], error["code"], error["param"]) == (
+            400,
+            "invalid_job_message",
+            "inputs.images",
+        )
+    assert emulator.requests == []
+    item = aws.key_item(key.key_id)
+    assert int(item.get("used_images", 0)) == 0 and int(item.get("jobs_in_flight", 0)) == 0
+    assert not [name for name in item if name.startswith("hold#")]  # every hold given back

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from decimal import Decimal
 
 import boto3
@@ -15,8 +14,7 @@ from moto import mock_aws
 from imagegw.accounts import admission as accounts_module
 from imagegw.accounts.admission import Accounts, Admission, Outcome
 from imagegw.accounts.keys import KeyStore, hash_key
-from imagegw.accounts.quota import QuotaLedger
-from imagegw.accounts.usage import UsageReader, UsageRecorder, day_of, totals
+from imagegw.accounts.usage import UsageReader, day_of, totals
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import InvalidApiKey, ModelNotAllowed, QuotaExceeded, RateLimited, to_error_response
 from imagegw.settings import Settings
@@ -247,15 +245,15 @@ def test_rate_limit_is_429_with_retry_after_until_the_next_window(accounts, stor
     accounts.admit(caller, request(), "r4")
 
 
-def test_rate_window_items_expire(accounts, store, dynamodb):
+def test_rate_windows_live_on_the_key_item_and_past_ones_are_removed(accounts, store, clock):
     new = store.create("k", rate_limit_per_minute=5)
-    accounts.admit(login(accounts, new.raw_key), request(), "r1")
-    items = dynamodb.Table("usage").scan()["Items"]
-    rate = [i for i in items if i["pk"] == f"rate#{new.key_id}"]
-    assert len(rate) == 1
-    assert rate[0]["sk"] == "2027-01-15T08:00:00Z"
-    assert rate[0]["requests"] == 1
-    assert rate[0]["expires_at"] == 1_800_000_000 + 120
+    caller = login(accounts, new.raw_key)
+    accounts.settle(accounts.admit(caller, request(), "r1"), success())
+    assert key_item(store, new.key_id)["rate#2027-01-15T08:00:00Z"] == 1
+    clock.now += 60
+    accounts.settle(accounts.admit(caller, request(), "r2"), success())  # settle removes the past minute
+    rates = {k: v for k, v in key_item(store, new.key_id).items() if k.startswith("rate#")}
+    assert rates == {"rate#2027-01-15T08:01:00Z": 1}
 
 
 # -- usage counters and the usage log -----------------------------------------------------------------
@@ -342,44 +340,27 @@ def test_no_raw_key_or_prompt_in_the_usage_table(accounts, store, dynamodb):
 def test_settle_never_raises(store, clock, dynamodb, monkeypatch):
     new = store.create("k", quota_images=2)
     errors: list[str] = []
-    monkeypatch.setattr(accounts_module.logger, "error", lambda message, **_: errors.append(message))
-    # Every write fails: tables that do not exist (the quota refund, the usage counters, the usage log).
-    down = Accounts(KeyStore(dynamodb.Table("no-keys"), clock), usage_table=dynamodb.Table("no-usage"))
-    caller = login(Accounts(store, clock=clock), new.raw_key)
-    admission = Admission(caller, request(), "r1", reserved_images=1, reserved=True, admitted_at=T0)
-    down.settle(admission, failure())  # logged, not raised
-    assert sorted(errors) == [
-        "could not record the usage counters",
-        "could not settle the quota reservation",
-        "could not write the usage log record",
-    ]
+    monkeypatch.setattr(accounts_module.logger, "exception", lambda message, **_: errors.append(message))
+    accounts = Accounts(store, usage_table=dynamodb.Table("usage"), clock=clock)
+    admission = accounts.admit(login(accounts, new.raw_key), request(), "r1")
+    # The usage table is gone: the one transaction fails, and settle logs it.
+    dynamodb.Table("usage").delete()
+    assert accounts.settle(admission, failure()) is False  # logged, not raised
+    assert errors == ["could not settle"]
+    assert key_item(store, new.key_id)["used_images"] == 1  # the hold is kept: it expires, then is released
 
 
-def test_a_failed_usage_write_does_not_stop_the_refund(store, clock, dynamodb):
-    new = store.create("k", quota_images=2)
-    accounts = Accounts(store, usage_table=dynamodb.Table("no-usage"), clock=clock)
-    admission = accounts.admit(login(accounts, new.raw_key), request(n=2), "r1")
-    assert key_item(store, new.key_id)["used_images"] == 2
-    accounts.settle(admission, failure())
-    assert key_item(store, new.key_id)["used_images"] == 0
-
-
-def test_settle_writes_concurrently(accounts, store, dynamodb, monkeypatch):
-    # The three writes (quota adjust, usage counters, usage log) touch three items and do not depend on
-    # each other: each waits here until all three have started, which only passes if they overlap.
-    barrier = threading.Barrier(3, timeout=5)
-    for cls, name in ((QuotaLedger, "adjust"), (UsageRecorder, "add_counters"), (UsageRecorder, "put_log")):
-        original = getattr(cls, name)
-
-        def meeting(*args, _original=original, **kwargs):
-            barrier.wait()
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(cls, name, meeting)
+def test_settle_is_one_transaction(accounts, store, dynamodb):
     new = store.create("k", quota_images=5)
-    admission = accounts.admit(login(accounts, new.raw_key), request(n=3), "r1")
-    accounts.settle(admission, success(images=1))  # 2 of the 3 reserved images are refunded
-    assert not barrier.broken
+    admission = accounts.admit(login(accounts, new.raw_key), request(model="dall-e-2", n=3), "r1")
+    calls: list[str] = []
+    client = dynamodb.Table("keys").meta.client
+    client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    try:
+        accounts.settle(admission, success(images=1))  # 2 of the 3 reserved images are refunded
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.*")
+    assert calls == ["TransactWriteItems"]
     assert key_item(store, new.key_id)["used_images"] == 1
     reader = UsageReader(dynamodb.Table("usage"))
     assert [r["request_id"] for r in reader.log(new.key_id, _today())] == ["r1"]
@@ -414,13 +395,17 @@ def test_per_model_usage_written_before_the_day_item_carried_it_is_still_read(ac
     assert totals(rows)["cost_cents"] == Decimal(20)
 
 
-def test_without_a_usage_table_quota_still_applies(store, clock):
+def test_without_a_usage_table_quota_and_rate_still_apply(store, clock):
+    # The rate limit is counted on the key item now, so it applies without a usage table too.
     new = store.create("k", quota_images=1, rate_limit_per_minute=1)
     accounts = Accounts(store, clock=clock)
     caller = login(accounts, new.raw_key)
     accounts.settle(accounts.admit(caller, request(), "r1"), success())
-    with pytest.raises(QuotaExceeded):
+    with pytest.raises(RateLimited):
         accounts.admit(caller, request(), "r2")
+    clock.now += 60
+    with pytest.raises(QuotaExceeded):
+        accounts.admit(caller, request(), "r3")
 
 
 def test_from_settings(dynamodb, store, clock):
@@ -448,3 +433,90 @@ def _today():
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(T0, UTC).date()
+
+
+def test_an_async_only_key_sheds_its_past_rate_windows(accounts, store, clock):
+    new = store.create("jobs only")
+    caller = login(accounts, new.raw_key)
+    for i in range(10):  # one job a minute, never settled here (the worker would)
+        accounts.admit(caller, request(), f"job_{i}", job=True)
+        clock.now += 60
+    windows = [name for name in key_item(store, new.key_id) if name.startswith("rate#")]
+    assert 1 <= len(windows) <= 8
+
+
+def test_expired_holds_are_released_by_the_next_admission(accounts, store, clock):
+    new = store.create("killed", quota_images=2)
+    caller = login(accounts, new.raw_key)
+    accounts.admit(caller, request(), "r-killed")  # never settled: its Lambda was killed
+    clock.now += 901  # past SYNC_HOLD_SECONDS
+    accounts.settle(accounts.admit(caller, request(), "r-next"), success())
+    item = key_item(store, new.key_id)
+    assert "hold#r-killed" not in item and "hold#r-next" not in item
+    assert item["used_images"] == 1 and item["free_images"] == 1
+
+
+def test_an_expired_hold_blocking_the_quota_is_released_before_429(accounts, store, clock):
+    new = store.create("full", quota_images=1)
+    caller = login(accounts, new.raw_key)
+    accounts.admit(caller, request(), "r-killed")
+    with pytest.raises(QuotaExceeded):
+        accounts.admit(caller, request(), "r-blocked")  # the hold is still live
+    clock.now += 901
+    accounts.admit(caller, request(), "r-after")  # released in the same admission, then reserved
+    assert key_item(store, new.key_id)["used_images"] == 1
+
+
+def test_a_settlement_after_the_hold_was_released_charges_once(accounts, store, clock):
+    new = store.create("late", quota_images=5)
+    caller = login(accounts, new.raw_key)
+    late = accounts.admit(caller, request(), "r-late")
+    clock.now += 901
+    accounts.admit(caller, request(), "r-other")  # releases r-late's hold
+    assert key_item(store, new.key_id)["used_images"] == 1
+    assert accounts.settle(late, success()) is True
+    again = Admission(late.caller, late.request, late.request_id, late.hold)  # a redelivery's own
+    assert accounts.settle(again, success()) is False
+    assert key_item(store, new.key_id)["used_images"] == 2
+
+
+def test_a_timeout_after_sending_is_charged_and_nothing_sent_is_refunded(accounts, store):
+    new = store.create("ledger rule", quota_images=5)
+    caller = login(accounts, new.raw_key)
+    sent = accounts.admit(caller, request(n=1), "r-sent")
+    accounts.settle(sent, Outcome(504, 5, None, "timeout", maybe_billed=True))
+    refused = accounts.admit(caller, request(n=1), "r-refused")
+    accounts.settle(refused, Outcome(502, 5, None, "upstream_error"))
+    item = key_item(store, new.key_id)
+    assert item["used_images"] == 1 and item["used_credits"] == Decimal(4)  # dall-e-3 standard
+
+
+def test_a_result_is_charged_even_when_the_answer_failed(accounts, store):
+    new = store.create("too large", quota_images=5)
+    admission = accounts.admit(login(accounts, new.raw_key), request(model="dall-e-2", n=3), "r1")
+    result = UpstreamResult([GeneratedImage(b"png")] * 3, route="r")
+    accounts.settle(admission, Outcome(413, 5, result, "response_too_large"))
+    assert key_item(store, new.key_id)["used_images"] == 3
+
+
+def test_a_quota_edited_directly_is_rebased(accounts, store, dynamodb):
+    new = store.create("k", quota_images=1)
+    caller = login(accounts, new.raw_key)
+    dynamodb.Table("keys").update_item(
+        Key={"key_hash": hash_key(new.raw_key)},
+        UpdateExpression="REMOVE free_images, free_basis_images",  # a key item from before free_*
+    )
+    accounts.admit(caller, request(), "r1")
+    with pytest.raises(QuotaExceeded):
+        accounts.admit(caller, request(), "r2")
+
+
+def test_the_job_hold_outlives_the_queues_retention():
+    from pathlib import Path
+
+    from imagegw.accounts.quota import JOB_HOLD_SECONDS
+    from imagegw_dev.template import load_template, resources
+
+    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    queue = resources(template, "AWS::SQS::Queue")["JobsQueue"]
+    assert int(queue["MessageRetentionPeriod"]) <= JOB_HOLD_SECONDS

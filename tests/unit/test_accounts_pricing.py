@@ -103,3 +103,40 @@ def test_snapshots_match_their_family(prices, model, entry_like):
 def test_unknown_models_use_the_default(prices):
     entry = prices.entry("some-new-model")
     assert entry["tokens"]["output"] > 0
+
+
+# ----- what the upstream cost, beside what the key is charged ------------------------------------------
+
+
+def _translated(tokens: int) -> UpstreamResult:
+    """dall-e-3 hd as gpt-image-1.5 serves it: high quality, the usage that model reports."""
+    usage = {"input_tokens": 20, "output_tokens": tokens, "input_tokens_details": {"text_tokens": 20}}
+    return UpstreamResult([GeneratedImage(b"png")], usage, meta={"quality": "high"}, model="gpt-image-1.5")
+
+
+def test_a_translated_request_is_charged_at_least_its_upstream_cost():
+    hd = {"size": "1024x1024", "quality": "hd"}
+    charge = PriceTable.load().charge("dall-e-3", hd, _translated(4160))
+    # gpt-image-1.5: (20 x $5 + 4160 x $32) / 1M = $0.13322, over dall-e-3 hd's $0.08 list price
+    assert charge.upstream_model == "gpt-image-1.5"
+    assert charge.upstream.cents == Decimal("13.322")
+    assert charge.charged.cents == Decimal("13.322") and charge.charged.images == 1
+
+
+def test_the_list_price_stands_when_the_upstream_costs_less():
+    charge = PriceTable.load().charge("dall-e-3", {"size": "1024x1024", "quality": "hd"}, _translated(272))
+    assert charge.charged.cents == Decimal(8)
+    assert charge.upstream.cents == Decimal("0.8804")
+
+
+def test_the_price_table_may_charge_the_list_price_only():
+    doc = json.loads((Path(imagegw.__file__).parent / "accounts" / "prices.json").read_text())
+    doc["models"]["dall-e-3"]["charge_at_least_upstream_cost"] = False
+    charge = PriceTable(doc).charge("dall-e-3", {"size": "1024x1024", "quality": "hd"}, _translated(4160))
+    assert charge.charged.cents == Decimal(8) and charge.upstream.cents == Decimal("13.322")
+
+
+def test_an_untranslated_request_costs_what_it_is_charged():
+    result = UpstreamResult([GeneratedImage(b"png")], {"output_tokens": 272}, model="gpt-image-1.5")
+    charge = PriceTable.load().charge("gpt-image-1.5", {"quality": "low"}, result)
+    assert charge.charged == charge.upstream

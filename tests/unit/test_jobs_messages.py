@@ -94,7 +94,7 @@ def test_a_markup_input_round_trips_and_is_left_out_when_absent():
         (json.dumps(valid(job_id="x" * 200)), "job_id", None),
         (json.dumps(valid(operation="upscales")), "operation", "job_1"),
         (json.dumps(valid(request="prompt=otter")), "request", "job_1"),
-        (json.dumps(valid(caller={})), "caller.key_id", "job_1"),
+        (json.dumps(valid(caller={})), "caller.api_key", "job_1"),
         (json.dumps(valid(priority=5)), "priority", "job_1"),
         (json.dumps(valid(inputs={"images": "inputs/a.png"})), "inputs.images", "job_1"),
         (json.dumps(valid(inputs={"images": [{"bucket": "b"}]})), "inputs.images[0]", "job_1"),
@@ -122,3 +122,38 @@ def test_a_malformed_message_keeps_its_caller_when_known():
     with pytest.raises(MalformedMessage) as caught:
         parse_message(valid(version=3, caller={"key_id": "key_9"}))
     assert caught.value.key_id == "key_9"
+
+
+# ----- who pays: caller.api_key, and the digest the job record keeps -----------------------------------
+
+
+def test_a_message_carries_its_callers_api_key_never_shown():
+    message = parse_message(valid(caller={"api_key": "sk-secret-key-0123456789"}))
+    assert message.api_key == "sk-secret-key-0123456789" and message.key_id is None
+    assert "sk-secret" not in repr(message)
+    assert message.to_json()["caller"] == {"api_key": "sk-secret-key-0123456789"}
+
+
+@pytest.mark.parametrize(
+    "caller, param",
+    [
+        ({"api_key": "sk-a", "key_id": "key_1"}, "caller"),
+        ({"api_key": ""}, "caller.api_key"),
+        ({"api_key": 5}, "caller.api_key"),
+        ({"api_key": "sk-" + "x" * 300}, "caller.api_key"),
+        ({"name": "me"}, "caller.api_key"),
+        ("sk-a", "caller"),
+    ],
+)
+def test_a_caller_is_one_api_key(caller, param):
+    with pytest.raises(MalformedMessage) as caught:
+        parse_message(valid(caller=caller))
+    assert caught.value.param == param
+
+
+def test_the_digest_covers_everything_but_the_caller():
+    base = parse_message(valid(caller={"key_id": "key_1"}))
+    same = parse_message(valid(caller={"api_key": "sk-other"}))
+    changed = parse_message(valid(caller={"key_id": "key_1"}, request={**valid()["request"], "n": 4}))
+    assert base.digest() == same.digest()
+    assert base.digest() != changed.digest()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from helpers.fakes import InMemoryImageStore
 
+from imagegw.accounts.admission import Admission
+from imagegw.accounts.quota import Hold
 from imagegw.domain import Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
 from imagegw.errors import InvalidRequest, ServiceUnavailable
-from imagegw.jobs.submission import AsyncJobs, prefers_async
+from imagegw.jobs.submission import AsyncJobs, new_job_id, prefers_async
 from imagegw.request.catalog import Catalog
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -78,6 +81,11 @@ def async_jobs(sqs: FakeSqs | None = None) -> tuple[AsyncJobs, FakeJobs, InMemor
     return frontend, jobs, store, queue
 
 
+def admitted(request: ImageRequest) -> Admission:
+    """What the service hands a submission: the job admitted under a fresh job id."""
+    return Admission(CALLER, request, new_job_id(), Hold("held", request.n, Decimal(4), 1_800_345_600, 1.8e9))
+
+
 def http(base_url: str = "https://api.example.com/api") -> HttpRequest:
     return HttpRequest(
         "POST", "/v1/images/edits", {"prefer": "respond-async"}, b"", "req_1", base_url=base_url
@@ -93,7 +101,7 @@ def test_a_multipart_edit_is_queued_with_its_images_in_s3():
     )
     request = ImageRequest("edits", "gpt-image-1.5", {"prompt": "hat", "n": 2}, [image], mask)
 
-    response = frontend.submit(CALLER, raw, request, http())
+    response = frontend.submit(admitted(request), raw, http())
 
     assert response.status == 202
     body = json.loads(response.body)
@@ -133,7 +141,7 @@ def test_a_markup_edit_is_queued_with_its_markup_in_s3():
     )
     request = ImageRequest("edits", "gpt-image-2.5", {"prompt": "hat"}, [image], markup=markup)
 
-    response = frontend.submit(CALLER, raw, request, http())
+    response = frontend.submit(admitted(request), raw, http())
 
     job_id = json.loads(response.body)["id"]
     stem = f"inputs/2027/01/15/{job_id}"
@@ -149,8 +157,9 @@ def test_async_streaming_is_refused():
     raw = RawRequest("generations", {"prompt": "otter", "stream": True})
     request = ImageRequest("generations", "gpt-image-1.5", {"prompt": "otter", "stream": True})
     with pytest.raises(InvalidRequest) as caught:
-        frontend.submit(CALLER, raw, request, http())
+        frontend.check_submittable(request)  # before admission: nothing reserved, nothing written
     assert caught.value.param == "stream" and queue.sent == []
+    assert raw.fields["stream"] is True
 
 
 def test_a_job_that_cannot_be_queued_is_a_503_and_recorded_failed():
@@ -158,7 +167,7 @@ def test_a_job_that_cannot_be_queued_is_a_503_and_recorded_failed():
     raw = RawRequest("generations", {"model": "dall-e-3", "prompt": "otter"})
     request = ImageRequest("generations", "dall-e-3", {"prompt": "otter", "response_format": "url"})
     with pytest.raises(ServiceUnavailable):
-        frontend.submit(CALLER, raw, request, http())
+        frontend.submit(admitted(request), raw, http())
     [record] = jobs.records.values()
     assert record["status"] == "failed" and record["error"]["status"] == 503
     assert record["response_format"] == "url"
@@ -171,7 +180,7 @@ def test_the_inputs_of_a_job_that_cannot_be_queued_are_deleted():
     raw = RawRequest("edits", {"model": "gpt-image-1.5", "prompt": "hat"}, [image], mask, multipart=True)
     request = ImageRequest("edits", "gpt-image-1.5", {"prompt": "hat"}, [image], mask)
     with pytest.raises(ServiceUnavailable):
-        frontend.submit(CALLER, raw, request, http())
+        frontend.submit(admitted(request), raw, http())
     assert store.objects == {}  # nothing a worker would ever read is left behind
     [record] = jobs.records.values()
     assert record["status"] == "failed"

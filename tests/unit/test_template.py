@@ -259,7 +259,11 @@ def test_the_bucket_is_private_encrypted_tls_only_and_expires_images():
         for rule in bucket["LifecycleConfiguration"]["Rules"]
         if "ExpirationInDays" in rule
     }
-    assert expiring == {"images/": ref("ImageRetentionDays"), "inputs/": ref("ImageRetentionDays")}
+    assert expiring == {
+        "images/": ref("ImageRetentionDays"),
+        "inputs/": ref("ImageRetentionDays"),
+        "uploads/": ref("ImageRetentionDays"),
+    }
     assert PARAMETERS["ImageRetentionDays"]["Default"] == 1
     policy = resources(TEMPLATE, "AWS::S3::BucketPolicy")["ImagesBucketPolicy"]
     (deny,) = policy["PolicyDocument"]["Statement"]

@@ -258,6 +258,7 @@ def test_a_slow_answer_times_out(upstream):
     with pytest.raises(TransientFailure) as info:
         call(openai(upstream), timeout=0.3)
     assert info.value.timed_out and time.monotonic() - started < 2.5
+    assert info.value.sent  # the request went out: the upstream may bill it (the ledger rule)
 
 
 def test_a_refused_connection_is_transient_and_names_no_host():
@@ -266,6 +267,7 @@ def test_a_refused_connection_is_transient_and_names_no_host():
     with pytest.raises(TransientFailure) as info:
         call(provider, timeout=1.0)
     assert "127.0.0.1" not in info.value.message and not info.value.timed_out
+    assert not info.value.sent  # nothing reached the upstream: nothing to charge
 
 
 def test_a_400_echoing_the_key_and_host_is_scrubbed(upstream):

@@ -354,3 +354,40 @@ def test_after_a_cooldown_one_failure_cools_again_and_one_success_clears(clock):
     cooldowns.success("r")
     cooldowns.failure("r", threshold=3, seconds=30)
     assert not cooldowns.cooling("r")
+
+
+# ----- the ledger rule: may an attempt have been billed? ---------------------------------------------
+
+
+def test_a_timeout_after_sending_makes_the_failure_maybe_billed(make_router, scripts, clock):
+    for name in ("a", "b"):
+        scripts[name].latency = 1e9
+        scripts[name].default = TransientFailure("timed out", timed_out=True, sent=True)
+    with pytest.raises(UpstreamTimeout) as info:
+        make_router().call(gen(), deadline=clock.now + 8)
+    assert info.value.maybe_billed
+
+
+def test_failures_nothing_was_billed_for_are_not_maybe_billed(make_router, scripts, clock):
+    # A connection refused (nothing sent) and an error status (the upstream does not bill errors).
+    scripts["a"].default = TransientFailure("refused", sent=False)
+    scripts["b"].default = TransientFailure("503", status=503)
+    with pytest.raises(UpstreamError) as info:
+        make_router().call(gen(), deadline=clock.now + 60)
+    assert not info.value.maybe_billed
+    with pytest.raises(UpstreamTimeout) as timeout:
+        make_router().call(gen(), deadline=clock.now + 0.1)  # no time to send anything
+    assert not timeout.value.maybe_billed
+
+
+def test_a_billed_attempt_then_failover_errors_stays_maybe_billed(make_router, scripts, clock):
+    scripts["a"].default = UpstreamMalformed("a 200 without an image")  # answered success: billed
+    scripts["b"].default = TransientFailure("500", status=500)
+    with pytest.raises(UpstreamError) as info:
+        make_router().call(gen(), deadline=clock.now + 60)
+    assert info.value.maybe_billed
+
+
+def test_the_result_names_the_upstream_model(make_router, scripts, clock):
+    result = make_router().call(gen(), deadline=clock.now + 20)
+    assert result.model == "gpt-image-1.5"

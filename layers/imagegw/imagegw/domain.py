@@ -111,6 +111,7 @@ class UpstreamResult:
     # Top-level facts the upstream reported (background, output_format, quality, size).
     meta: dict[str, Any] = field(default_factory=dict)
     route: str = ""  # which route served it, for logs and the usage log
+    model: str = ""  # the model that route called (the usage log prices its usage at this model's rates)
 
 
 @dataclass

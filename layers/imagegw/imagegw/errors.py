@@ -104,17 +104,27 @@ class QuotaExceeded(ApiError):
 
 
 class UpstreamError(ApiError):
-    """The upstream failed after retries and failover; the gateway already retried."""
+    """The upstream failed after retries and failover; the gateway already retried.
+
+    `maybe_billed`: some attempt was sent and not answered with an error (it timed out or the connection
+    dropped after the request went out, or the answer was unusable): the upstream may have billed it, so
+    the ledger rule charges the reservation instead of refunding it.
+    """
 
     status = 502
     type = "server_error"
     default_code = "upstream_error"
 
     def __init__(
-        self, message: str = "The upstream image service failed. Please try again later.", **kw: Any
+        self,
+        message: str = "The upstream image service failed. Please try again later.",
+        *,
+        maybe_billed: bool = False,
+        **kw: Any,
     ):
         kw.setdefault("headers", {"x-should-retry": "false"})
         super().__init__(message, **kw)
+        self.maybe_billed = maybe_billed
 
 
 class UpstreamTimeout(UpstreamError):

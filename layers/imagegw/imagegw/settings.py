@@ -44,6 +44,8 @@ class Settings:
     # What one request's images may total in memory (fetched image_urls, data URLs, files), in MB: a quarter
     # of the API function's memory (template parameter MaxRequestInputMB; docs in README, Security).
     max_request_input_mb: int = 256
+    # Async jobs one key may have queued or running at once, unless its key item says otherwise.
+    max_jobs_in_flight: int = 20
 
     @property
     def max_request_input_bytes(self) -> int:
@@ -81,6 +83,8 @@ class Settings:
             raise SettingsError(
                 "IMAGEGW_JOBS_MAX_RECEIVE_COUNT must be at least 1 and IMAGEGW_JOBS_TTL_SECONDS at least 3600"
             )
+        if self.max_jobs_in_flight < 1:
+            raise SettingsError("IMAGEGW_MAX_JOBS_IN_FLIGHT must be at least 1")
 
 
 def env_name(field_name: str) -> str:

@@ -1,63 +1,109 @@
-"""What the pipeline asks of the accounts side: who is calling, may they, and what did they use.
+"""What the pipeline asks of the accounts side: may this key do this now, and what did it cost.
 
-The service calls `authenticate`, then `admit` before the upstream call and `settle` exactly once after it.
+Two DynamoDB calls per request (`quota` describes the key item):
 
-- authenticate: the key item is read (strongly consistent, never cached) on every request: 401 for a
-  missing, wrong, revoked or expired key.
-- admit: 403 when the key may not use the model; 429 `rate_limit_exceeded` (with `retry-after`) over the
-  key's requests per minute; 429 `insufficient_quota` when the images or estimated credits would exceed
-  the key's quota. The quota is reserved with one conditional write before the upstream is called.
-- settle: refunds the reservation when the request failed, corrects it to the actual cost when it
-  succeeded, adds to the per-day (and per-model) usage counters and writes one usage-log record. These
-  are up to three independent writes to three different items: they are issued concurrently (one round
-  trip of latency, not three) and all waited for before settle returns. It never raises: the response is
-  already decided when it runs, so a metering failure is logged, not turned into an error.
+- `admit`: ONE conditional UpdateItem of the key item, found by the hash of the raw key. It authenticates
+  (401 for a missing, revoked or expired key: the item is written, never cached), applies the rate limit
+  (429 `rate_limit_exceeded` with `retry-after`) and, for async jobs, the cap on jobs in flight, reserves
+  the quota (429 `insufficient_quota`) and records the reservation as a hold. 403 when the key may not use
+  the model: fnmatch patterns cannot be a condition, so that is checked on the item the write returns and
+  the write is taken back (the only case with a second write before the upstream).
+- `settle`: ONE TransactWriteItems: the key item (the hold removed, the counters moved to the charge;
+  conditional on the hold still being there, so it happens at most once per request or job id), the day's
+  usage counters and the usage log record (conditional on there being none for the id yet).
+
+`authenticate` (one GetItem) serves what has no admission: GET /v1/images/jobs/{id}, and a request whose
+body is refused (401 must come before 400).
+
+THE LEDGER RULE (`ledger_rule`, the one place that decides charge vs refund): the key is charged for what
+the upstream produced or may have produced, whatever happens to the answer afterwards (too large, storage
+error, deadline, client gone); the reservation is refunded only when no upstream attempt could have been
+billed (refused before sending, connection failed before the request was sent, the upstream answered an
+error).
 
 Raw keys never reach a log line; logs name the key by its display form (`sk-AbC...wxyz`) and key id.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
-from imagegw.accounts.keys import KeyStore
-from imagegw.accounts.pricing import Cost, PriceTable
-from imagegw.accounts.quota import QuotaLedger, RateLimiter
+from botocore.exceptions import ClientError
+
+from imagegw.accounts.keys import MAX_KEY_LENGTH, KeyStore, bearer_token, caller_from_item, hash_key, mask_key
+from imagegw.accounts.pricing import Charge, Cost, PriceTable
+from imagegw.accounts.quota import (
+    STALE_WINDOWS_SWEEP,
+    Adjustment,
+    Hold,
+    KeyLedger,
+    check_usable,
+    holds_of,
+)
 from imagegw.accounts.usage import UsageEvent, UsageRecorder
 from imagegw.domain import Caller, ImageRequest, UpstreamResult
-from imagegw.errors import ApiError, ModelNotAllowed
+from imagegw.errors import ApiError, InvalidApiKey, ModelNotAllowed
 from imagegw.observability import logger
 from imagegw.settings import Settings
 
-# Settle's writes other than the first. A Lambda container serves one request at a time (two threads are
-# ever started there); the local stack runs several containers in one process. Threads start on demand.
-_WRITES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imagegw-settle")
+NO_COST = Cost(0, 0, 0, Decimal(0))
+_CONDITION_FAILED = "ConditionalCheckFailed"  # a transaction item's cancellation reason
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A bearer key as admission needs it: its hash (the key item's key) and its masked form."""
+
+    key_hash: str
+    display: str
 
 
 @dataclass
 class Admission:
     caller: Caller
     request: ImageRequest
-    request_id: str
-    reserved_images: int = 0
-    reserved_credits: Decimal = Decimal(0)
-    admitted_at: float = 0.0
-    reserved: bool = False  # the counters on the key item hold this reservation
+    request_id: str  # the request id, or the job id: the hold's id
+    hold: Hold
+    stale: list[str] = field(default_factory=list)  # rate windows for settle to remove
     settled: bool = False
+
+    @property
+    def reserved_images(self) -> int:
+        return self.hold.images
+
+    @property
+    def reserved_credits(self) -> Decimal:
+        return self.hold.credits
+
+    @property
+    def admitted_at(self) -> float:
+        return self.hold.at
 
 
 @dataclass
 class Outcome:
     status: int
     latency_ms: int
-    result: UpstreamResult | None = None  # None when the request failed: reserved quota is refunded
+    result: UpstreamResult | None = None  # what the upstream produced, even when the answer then failed
     error_code: str | None = None
+    maybe_billed: bool = False  # no result, but an attempt may have been billed (sent, then timed out)
+
+
+def ledger_rule(prices: PriceTable, admission: Admission, outcome: Outcome) -> Charge:
+    """The ledger rule (module docstring): what the key is charged for this outcome."""
+    request, result = admission.request, outcome.result
+    if result is not None:
+        return prices.charge(request.model, request.params, result)
+    if outcome.maybe_billed:
+        reserved = Cost(admission.hold.images, 0, 0, admission.hold.credits)
+        return Charge(reserved, reserved)
+    return Charge(NO_COST, NO_COST)
 
 
 class Accounts:
@@ -71,14 +117,15 @@ class Accounts:
         prices: PriceTable | None = None,
         log_retention_days: int = 30,
         usage_retention_days: int = 400,
+        max_jobs_in_flight: int = 20,
     ) -> None:
-        """`keys` wraps the keys table; without `usage_table` there is no rate limiting or metering."""
+        """`keys` wraps the keys table; without `usage_table` nothing is metered (quota still applies)."""
         self._keys = keys
         self._clock = clock
         self._log_prompts = log_prompts
         self._prices = prices or PriceTable.load()
-        self._ledger = QuotaLedger(keys.table, clock)
-        self._rate = RateLimiter(usage_table, clock) if usage_table is not None else None
+        self._ledger = KeyLedger(keys.table, clock, max_jobs_in_flight=max_jobs_in_flight)
+        self._client = keys.table.meta.client
         self._usage = (
             UsageRecorder(
                 usage_table, log_retention_days=log_retention_days, usage_retention_days=usage_retention_days
@@ -97,84 +144,148 @@ class Accounts:
             usage_table=dynamodb_resource.Table(settings.usage_table),
             clock=clock,
             log_prompts=settings.log_prompts,
+            max_jobs_in_flight=settings.max_jobs_in_flight,
         )
 
     @property
     def prices(self) -> PriceTable:
         return self._prices
 
+    # ----- who is calling ----------------------------------------------------------------------------
+
+    @staticmethod
+    def credential(authorization: str | None) -> Credential:
+        """The bearer key's hash: 401 for a missing or malformed header; no AWS call."""
+        raw = bearer_token(authorization)
+        if len(raw) > MAX_KEY_LENGTH:
+            raise InvalidApiKey(f"Incorrect API key provided: {mask_key(raw)}.")
+        return Credential(hash_key(raw), mask_key(raw))
+
     def authenticate(self, authorization: str | None) -> Caller:
-        return self._keys.authenticate(authorization)
+        """One consistent GetItem (requests without an admission: job status, refused bodies)."""
+        credential = self.credential(authorization)
+        table = self._keys.table
+        item = table.get_item(Key={"key_hash": credential.key_hash}, ConsistentRead=True).get("Item")
+        if item and not hmac.compare_digest(str(item.get("key_hash", "")), credential.key_hash):
+            item = None
+        check_usable(item or {}, credential.display, self._clock())
+        return caller_from_item(item or {})
 
-    def check_model(self, caller: Caller, model: str, request_id: str) -> None:
-        """403 when the key may not use the model: at admission, and before an async job is queued."""
-        if not model_allowed(caller, model):
-            _refused(caller, request_id, "model_not_allowed")
-            raise ModelNotAllowed(f"This API key is not allowed to use the model '{model}'.", param="model")
+    # ----- admission ---------------------------------------------------------------------------------
 
-    def admit(self, caller: Caller, request: ImageRequest, request_id: str) -> Admission:
-        self.check_model(caller, request.model, request_id)
+    def admit(
+        self, who: Credential | Caller, request: ImageRequest, request_id: str, *, job: bool = False
+    ) -> Admission:
+        """Authenticate, allow-list, rate-limit and reserve (one write; see the module docstring)."""
         images = request.n
         credits = self._prices.estimate_cents(request.model, request.params, images)
         try:
-            if self._rate is not None:
-                self._rate.hit(caller)
-            reservation = self._ledger.reserve(caller, images, credits)
+            admitted = self._ledger.admit(who.key_hash, who.display, request_id, images, credits, job=job)
         except ApiError as exc:
-            _refused(caller, request_id, exc.code)
+            _refused(who.display, request_id, exc.code)
             raise
-        return Admission(
-            caller,
-            request,
-            request_id,
-            reserved_images=reservation.images,
-            reserved_credits=reservation.credits,
-            admitted_at=self._clock(),
-            reserved=True,
-        )
+        caller = caller_from_item(admitted.item)
+        admission = Admission(caller, request, request_id, admitted.hold, admitted.stale)
+        if not model_allowed(caller, request.model):
+            self._ledger.undo(caller.key_hash, admitted)
+            _refused(caller.display, request_id, "model_not_allowed")
+            raise ModelNotAllowed(
+                f"This API key is not allowed to use the model '{request.model}'.", param="model"
+            )
+        if any(hold.expires <= self._clock() for hold in holds_of(admitted.item)):
+            self._release_quietly(admitted.item)
+        if job and len(admitted.stale) >= STALE_WINDOWS_SWEEP:
+            self._ledger.remove_windows(caller.key_hash, admitted.stale)
+        return admission
 
-    def settle(self, admission: Admission, outcome: Outcome) -> None:
+    def resume(self, caller: Caller, request: ImageRequest, hold: Hold) -> Admission:
+        """The admission of a job admitted at submission (its hold is on the key item): no write."""
+        return Admission(caller, request, hold.id, hold)
+
+    def _release_quietly(self, item: dict[str, Any]) -> None:
+        try:
+            self._ledger.release_expired(item, self._clock())
+        except Exception:
+            logger.exception("could not release expired holds")
+
+    # ----- settlement --------------------------------------------------------------------------------
+
+    def settle(
+        self,
+        admission: Admission,
+        outcome: Outcome,
+        *,
+        also: Sequence[dict[str, Any]] = (),
+        strict: bool = False,
+    ) -> bool:
+        """Charge or refund by the ledger rule, meter, remove the hold: once per id. True when this call
+        settled it, False when it was settled before. Never raises unless `strict` (the jobs worker: the
+        `also` items, its job record, must be written with it or the job tried again)."""
         if admission.settled:
             logger.warning("admission settled twice; ignored", extra=_log_keys(admission))
-            return
-        admission.settled = True
-        request, result = admission.request, outcome.result
-        if result is not None:
-            cost = self._prices.cost(request.model, request.params, result)
-        else:
-            cost = Cost(0, 0, 0, Decimal(0))
+            return False
         try:
-            failures = _write_concurrently(self._settle_writes(admission, outcome, cost))
+            done = self._settle(admission, outcome, list(also))
+            if not done and also and self._transact(list(also)):
+                raise RuntimeError("the writes settled with the request were refused")
         except Exception:
+            if strict:
+                raise
             logger.exception("could not settle", extra=_log_keys(admission))
-            return
-        for what, error in failures:
-            logger.error(f"could not {what}", exc_info=error, extra=_log_keys(admission))
+            return False
+        admission.settled = True
+        return done
 
-    def _settle_writes(
-        self, admission: Admission, outcome: Outcome, cost: Cost
-    ) -> list[tuple[str, Callable[[], None]]]:
-        """The independent writes of settle (three items: key, usage day, usage log), as (what, call)."""
-        writes: list[tuple[str, Callable[[], None]]] = []
-        images = cost.images - admission.reserved_images
-        credits = cost.cents - admission.reserved_credits
-        if admission.reserved and (images or credits):
-            key_hash = admission.caller.key_hash
-            writes.append(
-                ("settle the quota reservation", lambda: self._ledger.adjust(key_hash, images, credits))
-            )
-        if self._usage is not None:
-            usage, event = self._usage, self._event(admission, outcome, cost)
-            writes.append(("record the usage counters", lambda: usage.add_counters(event)))
-            writes.append(("write the usage log record", lambda: usage.put_log(event)))
-        return writes
+    def _settle(self, admission: Admission, outcome: Outcome, also: list[dict[str, Any]]) -> bool:
+        charge = ledger_rule(self._prices, admission, outcome)
+        hold, key_hash = admission.hold, admission.caller.key_hash
+        adjust = Adjustment(charge.charged.images - hold.images, charge.charged.cents - hold.credits)
+        usage = self._usage_items(admission, outcome, charge)
+        first = [self._ledger.settle_item(key_hash, hold, adjust, admission.stale), *usage, *also]
+        reasons = self._transact(first)
+        if not reasons:
+            return True
+        if reasons[0] != _CONDITION_FAILED:  # the hold is there: something else refused the write
+            raise RuntimeError(f"settlement refused: {reasons}")
+        if not usage or reasons[2] == _CONDITION_FAILED:
+            # The hold is gone and the request's log record is there: settled before. (Without a usage
+            # table nothing tells a released hold from a settled one: assume settled.)
+            return False
+        # The hold expired and was released before this settlement: charge without it, once (the log).
+        full = Adjustment(charge.charged.images, charge.charged.cents)
+        reasons = self._transact([self._ledger.charge_item(key_hash, full), *usage, *also])
+        if not reasons:
+            logger.warning("settled after the hold expired", extra=_log_keys(admission))
+            return True
+        if reasons[2] == _CONDITION_FAILED:
+            return False
+        raise RuntimeError(f"settlement refused: {reasons}")
 
-    def _event(self, admission: Admission, outcome: Outcome, cost: Cost) -> UsageEvent:
-        request, result = admission.request, outcome.result
+    def _transact(self, items: list[dict[str, Any]]) -> list[str]:
+        """[] when written; else each item's cancellation reason code ("None" for the ones that passed)."""
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons") or []
+            codes = [str(reason.get("Code", "None")) for reason in reasons]
+            return codes if codes else [_CONDITION_FAILED] * len(items)
+        return []
+
+    def _usage_items(self, admission: Admission, outcome: Outcome, charge: Charge) -> list[dict[str, Any]]:
+        if self._usage is None:
+            return []
+        event = self._event(admission, outcome, charge)
+        return [self._usage.counters_item(event), self._usage.log_put(event)]
+
+    def _event(self, admission: Admission, outcome: Outcome, charge: Charge) -> UsageEvent:
+        request, result, cost = admission.request, outcome.result, charge.charged
         meta = result.meta if result is not None else {}
         size = meta.get("size") or request.params.get("size")
         quality = meta.get("quality") or request.params.get("quality")
         prompt = request.params.get("prompt") if self._log_prompts else None
+        ok = result is not None and outcome.status < 400
         return UsageEvent(
             key_id=admission.caller.key_id,
             request_id=admission.request_id,
@@ -192,30 +303,12 @@ class Accounts:
             quality=str(quality) if quality else None,
             stream=request.stream,
             upstream_route=(result.route or None) if result is not None else None,
-            error_code=outcome.error_code if result is None else None,
+            error_code=None if ok else outcome.error_code,
             prompt=str(prompt) if prompt else None,
-            ok=result is not None,
+            ok=ok,
+            upstream_model=charge.upstream_model,
+            upstream_cost_cents=charge.upstream.cents,
         )
-
-
-def _write_concurrently(writes: list[tuple[str, Callable[[], None]]]) -> list[tuple[str, Exception]]:
-    """Run independent writes at once (the first on this thread, the others on the pool) and wait for all
-    of them: nothing may still be running when Lambda freezes the container after the response.
-    Returns the writes that failed, with their errors.
-    """
-    pending = [(what, _WRITES.submit(write)) for what, write in writes[1:]]
-    failures: list[tuple[str, Exception]] = []
-    for what, write in writes[:1]:
-        try:
-            write()
-        except Exception as exc:
-            failures.append((what, exc))
-    for what, future in pending:
-        try:
-            future.result()
-        except Exception as exc:
-            failures.append((what, exc))
-    return failures
 
 
 def model_allowed(caller: Caller, model: str) -> bool:
@@ -225,11 +318,8 @@ def model_allowed(caller: Caller, model: str) -> bool:
     return any(fnmatchcase(model, pattern) for pattern in caller.allowed_models)
 
 
-def _refused(caller: Caller, request_id: str, code: str | None) -> None:
-    logger.info(
-        "request refused",
-        extra={"key": caller.display, "key_id": caller.key_id, "request_id": request_id, "code": code},
-    )
+def _refused(display: str, request_id: str, code: str | None) -> None:
+    logger.info("request refused", extra={"key": display, "request_id": request_id, "code": code})
 
 
 def _log_keys(admission: Admission) -> dict[str, Any]:

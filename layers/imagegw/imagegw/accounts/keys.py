@@ -13,12 +13,18 @@ Key item (KeysTable, hash key `key_hash`, GSI `by_key_id` on `key_id`):
     quota_images           N   optional
     quota_credits          N   optional, USD cents estimated from the price table
     rate_limit_per_minute  N   optional
-    used_images            N   reserved + used images, kept by `quota.QuotaLedger` with atomic ADD
+    max_jobs_in_flight     N   optional; async jobs queued or running at once (default: the deployment's)
+    used_images            N   reserved + used images, kept by `quota.KeyLedger` with atomic ADD
     used_credits           N   the same in estimated USD cents
+    free_images, free_credits, free_basis_images, free_basis_credits    N   quota - used, and the quota
+                               it was computed against (`quota` explains why admission needs them)
+    jobs_in_flight         N   async jobs admitted and not yet settled
+    hold#<id>              M   one admitted request or job not yet settled (`quota.Hold`)
+    rate#<window start>    N   requests admitted in that minute
     last_used              N   epoch seconds of the last admitted request
 
-Every request reads the key item (strongly consistent, never cached), so a revocation takes effect on
-the very next request.
+Every request writes the key item (its admission is a conditional write, never cached), so a revocation
+takes effect on the very next request.
 """
 
 from __future__ import annotations
@@ -116,6 +122,7 @@ class KeyStore:
         quota_credits: Decimal | float | int | str | None = None,
         rate_limit_per_minute: int | None = None,
         expires: int | None = None,
+        max_jobs_in_flight: int | None = None,
     ) -> NewKey:
         """Issue a new key; the raw key is in the result only and must be shown to the admin once."""
         if not name:
@@ -126,15 +133,23 @@ class KeyStore:
             raise ValueError("quota_credits must not be negative")
         if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
             raise ValueError("rate_limit_per_minute must be at least 1")
+        if max_jobs_in_flight is not None and max_jobs_in_flight < 0:
+            raise ValueError("max_jobs_in_flight must not be negative")
         models = [m.strip() for m in allowed_models or [] if m.strip()]
         raw = new_raw_key()
         item = self._new_item(raw, new_key_id(), name, owner)
+        credits = None if quota_credits is None else Decimal(str(quota_credits))
         optional = {
             "allowed_models": models or None,
             "quota_images": quota_images,
-            "quota_credits": None if quota_credits is None else Decimal(str(quota_credits)),
+            "free_images": quota_images,
+            "free_basis_images": quota_images,
+            "quota_credits": credits,
+            "free_credits": credits,
+            "free_basis_credits": credits,
             "rate_limit_per_minute": rate_limit_per_minute,
             "expires": expires,
+            "max_jobs_in_flight": max_jobs_in_flight,
         }
         item.update({k: v for k, v in optional.items() if v is not None})
         self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(key_hash)")
@@ -164,6 +179,7 @@ class KeyStore:
             "status": "active",
             "used_images": 0,
             "used_credits": Decimal(0),
+            "jobs_in_flight": 0,
         }
 
     def get(self, key_id: str) -> dict[str, Any]:

@@ -4,6 +4,11 @@ The numbers are estimates copied from OpenAI's pricing page and kept in sync by 
 priced per image by size and quality; GPT image models by tokens (text input, image input, output).
 Before the upstream call the cost is estimated from OpenAI's output tokens per image (`estimate_cents`);
 after it, from the usage the upstream reported (`cost`).
+
+A request served by another model (dall-e-3 `hd` translated to gpt-image-1.5 `high`) has two prices: the
+client model's (what the key is charged) and the upstream model's applied to the usage it reported (what
+the operator pays). `charge` gives both, and charges at least the upstream cost unless the table says
+`"charge_at_least_upstream_cost": false` (at the top, or on the client model's entry).
 """
 
 from __future__ import annotations
@@ -38,8 +43,18 @@ class Cost:
     cents: Decimal
 
 
+@dataclass(frozen=True)
+class Charge:
+    """What settle records: the key's charge, and what the upstream cost the operator."""
+
+    charged: Cost
+    upstream: Cost
+    upstream_model: str | None = None
+
+
 class PriceTable:
     def __init__(self, doc: dict[str, Any]) -> None:
+        self._floor = bool(doc.get("charge_at_least_upstream_cost", True))
         self._models: dict[str, dict[str, Any]] = doc["models"]
         self._default: dict[str, Any] = doc["default"]
         self._output_tokens: dict[str, dict[str, dict[str, int]]] = doc.get("output_tokens", {})
@@ -54,6 +69,22 @@ class PriceTable:
             return self._models[model]
         matches = [name for name in self._models if model.startswith(name + "-")]
         return self._models[max(matches, key=len)] if matches else self._default
+
+    def known(self, model: str) -> bool:
+        return model in self._models or any(model.startswith(name + "-") for name in self._models)
+
+    def charge(self, model: str, params: dict[str, Any], result: UpstreamResult) -> Charge:
+        """The key's charge (the client model's price, at least the upstream cost) and the upstream cost
+        (the upstream model's price on its reported usage; the client model's when that one is unpriced)."""
+        charged = self.cost(model, params, result)
+        upstream_model = result.model or model
+        if upstream_model == model or not self.known(upstream_model):
+            return Charge(charged, charged, upstream_model)
+        upstream = self.cost(upstream_model, {**params, **_reported(result)}, result)
+        floor = self.entry(model).get("charge_at_least_upstream_cost", self._floor)
+        if floor and upstream.cents > charged.cents:
+            charged = Cost(charged.images, charged.input_tokens, charged.output_tokens, upstream.cents)
+        return Charge(charged, upstream, upstream_model)
 
     def estimate_cents(self, model: str, params: dict[str, Any], n: int) -> Decimal:
         """What `n` images should cost, before the upstream says: reserved against a credit quota."""
@@ -107,6 +138,11 @@ class PriceTable:
 @cache
 def _load(path: str) -> PriceTable:
     return PriceTable(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _reported(result: UpstreamResult) -> dict[str, Any]:
+    """The size and quality the upstream reports it made (a translated request's own)."""
+    return {k: result.meta[k] for k in ("size", "quality") if result.meta.get(k)}
 
 
 def _image_price(table: dict[str, dict[str, float]], size: Any, quality: Any) -> Decimal:

@@ -2,7 +2,9 @@
 
     pk `key#<key_id>`            sk `day#2026-11-28`                per key and day, atomic ADD counters:
                                                                     requests, succeeded, failed, images,
-                                                                    input_tokens, output_tokens, cost_cents;
+                                                                    input_tokens, output_tokens, cost_cents
+                                                                    (charged to the key), upstream_cost_cents
+                                                                    (what the upstream cost the operator);
                                                                     and per model on the same item, named
                                                                     `model#<model>#<counter>` (`model#dall-e-3
                                                                     #images`; counters still 0 are absent)
@@ -11,16 +13,19 @@
                                                                     item; still read, no longer written
     pk `log#<key_id>#2026-11-28` sk `<iso time>#<request_id>`       one record per request (TTL): request_id,
                                                                     model, operation, status, latency_ms,
-                                                                    images, tokens, cost_cents, size...;
+                                                                    images, tokens, cost_cents, size...,
+                                                                    upstream_model and upstream_cost_cents;
                                                                     the prompt only when log_prompts is on
-    pk `rate#<key_id>`           sk `2026-11-28T03:25:00Z`          rate-limit window counter (quota.py, TTL)
+    pk `rate#<key_id>`           sk `2026-11-28T03:25:00Z`          legacy: rate-limit windows, before they
+                                                                    moved onto the key item (quota.py); TTL
 
 Costs are estimates in USD cents from the price table (pricing.py, prices.json).
 
-A request writes twice: one UpdateItem (day and per-model counters) and one PutItem (the log record).
-They are independent, and `accounts.Accounts.settle` issues them concurrently, so the writes go through
-the table's low-level client (`table.meta.client`: thread-safe, and, coming from a resource, it takes
-plain Python values), never through the `Table` resource itself.
+A request's usage is two items of one transaction (`accounts.Accounts.settle`, with the key item's
+settlement): an Update of the day (and per-model) counters and a Put of the log record, the latter on the
+condition that no record exists for the request yet (the log record is also what makes a settlement
+without a hold happen once). They are built for the table's low-level client (`table.meta.client`: from a
+resource, it takes plain Python values).
 """
 
 from __future__ import annotations
@@ -34,7 +39,16 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 
 DAY_SECONDS = 86_400
-COUNTERS = ("requests", "succeeded", "failed", "images", "input_tokens", "output_tokens", "cost_cents")
+COUNTERS = (
+    "requests",
+    "succeeded",
+    "failed",
+    "images",
+    "input_tokens",
+    "output_tokens",
+    "cost_cents",
+    "upstream_cost_cents",
+)
 MODEL_PREFIX = "model#"  # per-model counters on the day item: `model#<model>#<counter>`
 
 
@@ -59,6 +73,8 @@ class UsageEvent:
     error_code: str | None = None
     prompt: str | None = None  # only when log_prompts is on
     ok: bool = True  # the request succeeded (images delivered)
+    upstream_model: str | None = None  # the model the upstream route called (may differ: translation)
+    upstream_cost_cents: Decimal = Decimal(0)  # its reported usage at that model's prices
 
     @property
     def day(self) -> str:
@@ -80,8 +96,8 @@ class UsageRecorder:
         self._log_ttl = log_retention_days * DAY_SECONDS
         self._usage_ttl = usage_retention_days * DAY_SECONDS
 
-    def add_counters(self, event: UsageEvent) -> None:
-        """The day's counters and the model's counters on the day item, in one atomic UpdateItem (ADD)."""
+    def counters_item(self, event: UsageEvent) -> dict[str, Any]:
+        """The day's counters and the model's counters on the day item: one transaction Update (ADD)."""
         counts = {
             "requests": 1,
             "succeeded": 1 if event.ok else 0,
@@ -90,6 +106,7 @@ class UsageRecorder:
             "input_tokens": event.input_tokens,
             "output_tokens": event.output_tokens,
             "cost_cents": event.cost_cents,
+            "upstream_cost_cents": event.upstream_cost_cents,
         }
         # Only the model counters that move: a dall-e model never creates its token counters.
         per_model = {f"{MODEL_PREFIX}{event.model}#{name}": value for name, value in counts.items() if value}
@@ -104,19 +121,27 @@ class UsageRecorder:
         values.update(
             {":key_id": event.key_id, ":day": event.day, ":expires_at": int(event.at) + self._usage_ttl}
         )
-        self._client.update_item(
-            TableName=self._name,
-            Key={"pk": f"key#{event.key_id}", "sk": f"day#{event.day}"},
-            UpdateExpression=(
-                f"ADD {', '.join(adds)} SET #key_id = :key_id, #day = :day, #expires_at = :expires_at"
-            ),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        return {
+            "Update": {
+                "TableName": self._name,
+                "Key": {"pk": f"key#{event.key_id}", "sk": f"day#{event.day}"},
+                "UpdateExpression": (
+                    f"ADD {', '.join(adds)} SET #key_id = :key_id, #day = :day, #expires_at = :expires_at"
+                ),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
 
-    def put_log(self, event: UsageEvent) -> None:
-        """The request's one usage-log record."""
-        self._client.put_item(TableName=self._name, Item=self.log_item(event))
+    def log_put(self, event: UsageEvent) -> dict[str, Any]:
+        """The request's one usage-log record: a transaction Put, only if the request has none yet."""
+        return {
+            "Put": {
+                "TableName": self._name,
+                "Item": self.log_item(event),
+                "ConditionExpression": "attribute_not_exists(sk)",
+            }
+        }
 
     def log_item(self, event: UsageEvent) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -134,6 +159,7 @@ class UsageRecorder:
             "input_tokens": event.input_tokens,
             "output_tokens": event.output_tokens,
             "cost_cents": event.cost_cents,
+            "upstream_cost_cents": event.upstream_cost_cents,
             "stream": event.stream,
             "expires_at": int(event.at) + self._log_ttl,
         }
@@ -141,6 +167,7 @@ class UsageRecorder:
             "size": event.size,
             "quality": event.quality,
             "upstream_route": event.upstream_route,
+            "upstream_model": event.upstream_model,
             "error_code": event.error_code,
             "prompt": event.prompt,
         }

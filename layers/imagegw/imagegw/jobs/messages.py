@@ -8,9 +8,15 @@
  "inputs": {"images": [{"bucket": "...", "key": "...", "filename": "...", "field": "image[0]"}],
             "mask": {"key": "...", "filename": "mask.png"},
             "markup": {"key": "...", "filename": "markup.png"}},
- "caller": {"key_id": "key_..."},
+ "caller": {"api_key": "sk-..."},
  "reply": {"queue_url": "https://sqs..."}}
 ```
+
+`caller` says who pays. A message sent by an event-driven caller carries the caller's own API key
+(`api_key`): the worker authenticates it exactly like a bearer key (by its hash) and admits the job like
+any request. A message the gateway itself queued names the key by `key_id` only: the worker runs it only
+when the job record written at submission, under admission, has the same owner and the same digest
+(`JobMessage.digest`); a `key_id` message without such a record is refused as forged.
 
 `request` holds the parameters exactly as the HTTP API takes them (the JSON body's fields; multipart
 scalars may be strings); `inputs` reference input images in S3 (never inline bytes: a message is at most
@@ -20,6 +26,7 @@ edit). `inputs`, its `mask` and `markup`, `reply` and `bucket` are optional.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -66,20 +73,25 @@ class JobMessage:
     job_id: str
     operation: Operation
     request: dict[str, Any]
-    key_id: str
+    key_id: str | None  # messages the gateway queued; None when the message carries an API key
     images: tuple[InputRef, ...] = ()
     mask: InputRef | None = None
     reply_queue_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     markup: InputRef | None = None  # edits (gpt-image-2.5+): the transparent PNG guiding the edit
+    api_key: str | None = field(default=None, repr=False)  # an event-driven caller's own key: never logged
 
     def to_json(self) -> dict[str, Any]:
+        message = self.without_caller()
+        message["caller"] = {"api_key": self.api_key} if self.api_key else {"key_id": self.key_id}
+        return message
+
+    def without_caller(self) -> dict[str, Any]:
         message: dict[str, Any] = {
             "version": VERSION,
             "job_id": self.job_id,
             "operation": self.operation,
             "request": self.request,
-            "caller": {"key_id": self.key_id},
         }
         if self.images or self.mask or self.markup:
             message["inputs"] = {
@@ -94,6 +106,11 @@ class JobMessage:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
+
+    def digest(self) -> str:
+        """What the job record keeps of the message it admitted: everything but the caller, hashed."""
+        canonical = json.dumps(self.without_caller(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def parse_body(body: str | None) -> JobMessage:
@@ -113,6 +130,7 @@ def parse_message(document: Any) -> JobMessage:
     caller = document.get("caller")
     key_id = caller.get("key_id") if isinstance(caller, dict) else None
     known_key = key_id if isinstance(key_id, str) and KEY_ID_RE.fullmatch(key_id) else None
+    api_key = caller.get("api_key") if isinstance(caller, dict) else None
 
     def bad(message: str, param: str | None) -> MalformedMessage:
         return MalformedMessage(message, job_id=known_id, key_id=known_key, param=param)
@@ -133,8 +151,14 @@ def parse_message(document: Any) -> JobMessage:
     request = document.get("request")
     if not isinstance(request, dict):
         raise bad("'request' must be an object with the request's parameters.", "request")
-    if known_key is None:
-        raise bad("'caller.key_id' is required.", "caller.key_id")
+    if not isinstance(caller, dict):
+        raise bad("'caller' must be an object with the caller's 'api_key'.", "caller")
+    if api_key is None and known_key is None:
+        raise bad("'caller.api_key' is required.", "caller.api_key")
+    if set(caller) - {"key_id", "api_key"} or len(caller) != 1:
+        raise bad("'caller' must hold the caller's 'api_key' and nothing else.", "caller")
+    if api_key is not None and (not isinstance(api_key, str) or not api_key or len(api_key) > 256):
+        raise bad("'caller.api_key' must be an API key.", "caller.api_key")
     images, mask, markup = _inputs(document.get("inputs"), bad)
     reply = document.get("reply")
     queue_url = None
@@ -146,11 +170,12 @@ def parse_message(document: Any) -> JobMessage:
         job_id=known_id,
         operation=operation,
         request=request,
-        key_id=known_key,
+        key_id=known_key if api_key is None else None,
         images=images,
         mask=mask,
         reply_queue_url=queue_url,
         markup=markup,
+        api_key=api_key,
     )
 
 

@@ -2,7 +2,9 @@
 
 A job record (HASH `job_id`, TTL attribute `expires_at`):
 
-    job_id, key_id (the owner), operation, model, source (http | sqs), request_id,
+    job_id, key_id (the owner), operation, model, source (http | sqs | kept), request_id,
+    digest (sha256 of the job message as admitted: `messages.JobMessage.digest`; the worker runs only a
+    message with this digest), hold (the admission's reservation: images, credits, expires, at, job),
     status: queued -> running -> succeeded | failed  (running -> queued again when a retry is due),
     created, updated, started, finished (epoch seconds), attempts (SQS receive count of the last attempt),
     response_format (what the request asked for), result | error, last_error (of the latest attempt)
@@ -17,11 +19,16 @@ import json
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagegw.accounts.keys import KeyNotFound, KeyStore, caller_from_item
+from imagegw.delivery.outputs import ImagesResponse
 from imagegw.domain import Caller
 from imagegw.errors import InvalidApiKey
+
+if TYPE_CHECKING:
+    from imagegw.accounts.quota import Hold
+    from imagegw.delivery.render import Delivery
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 ACTIVE = (QUEUED, RUNNING)
@@ -50,6 +57,8 @@ class JobStore:
         source: str,
         request_id: str = "",
         response_format: str | None = None,
+        digest: str | None = None,
+        hold: Hold | None = None,
     ) -> dict[str, Any]:
         """A new queued job; JobConflict when the id exists (whoever owns it)."""
         now = self.now()
@@ -68,10 +77,39 @@ class JobStore:
         }
         if response_format:
             item["response_format"] = response_format
+        if digest:
+            item["digest"] = digest
+        if hold is not None:
+            item["hold"] = hold.value()
+        return self._put_new(item)
+
+    def create_finished(
+        self, *, job_id: str, key_id: str, operation: str, model: str, result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A succeeded job made by the gateway itself (a too-large answer's images, kept)."""
+        now = self.now()
+        item: dict[str, Any] = {
+            "job_id": job_id,
+            "key_id": key_id,
+            "operation": operation,
+            "model": model,
+            "source": "kept",
+            "status": SUCCEEDED,
+            "created": now,
+            "updated": now,
+            "finished": now,
+            "attempts": 0,
+            "response_format": "url",
+            "result": to_dynamo(result),
+            "expires_at": now + self._ttl,
+        }
+        return self._put_new(item)
+
+    def _put_new(self, item: dict[str, Any]) -> dict[str, Any]:
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(job_id)")
         except self._table.meta.client.exceptions.ConditionalCheckFailedException:
-            raise JobConflict(job_id) from None
+            raise JobConflict(item["job_id"]) from None
         return item
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -105,15 +143,19 @@ class JobStore:
             values,
         )
 
-    def succeed(self, job_id: str, result: dict[str, Any]) -> None:
+    def succeed_item(self, job_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        """The job succeeded, as an item of the settlement's transaction (succeeded exactly when charged)."""
         now = self.now()
-        self._update(
-            job_id,
-            "SET #s = :s, updated = :now, finished = :now, #r = :r REMOVE #e",
-            "attribute_exists(job_id)",
-            {"#s": "status", "#r": "result", "#e": "error"},
-            {":s": SUCCEEDED, ":now": now, ":r": to_dynamo(result)},
-        )
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": {"job_id": job_id},
+                "UpdateExpression": "SET #s = :s, updated = :now, finished = :now, #r = :r REMOVE #e",
+                "ConditionExpression": "attribute_exists(job_id)",
+                "ExpressionAttributeNames": {"#s": "status", "#r": "result", "#e": "error"},
+                "ExpressionAttributeValues": {":s": SUCCEEDED, ":now": now, ":r": to_dynamo(result)},
+            }
+        }
 
     def fail(self, job_id: str, error: dict[str, Any]) -> None:
         now = self.now()
@@ -187,17 +229,26 @@ class CallerLookup:
         self._keys = keys
         self._clock = clock
 
-    def caller(self, key_id: str) -> Caller:
+    def lookup(self, key_id: str) -> dict[str, Any] | None:
+        """The key item, whatever its state (a refund needs it even for a revoked key)."""
         try:
-            item = self._keys.get(key_id)
+            return self._keys.get(key_id)
         except KeyNotFound:
-            raise InvalidApiKey(f"The API key '{key_id}' of this job does not exist.") from None
+            return None
+
+    def usable(self, item: dict[str, Any] | None, key_id: str) -> Caller:
+        """The caller of a key item that may run a job now: 401 for a missing, revoked or expired key."""
+        if item is None:
+            raise InvalidApiKey(f"The API key '{key_id}' of this job does not exist.")
         if item.get("status") != "active":
             raise InvalidApiKey(f"The API key {item.get('display')} has been revoked.")
         expires = item.get("expires")
         if expires is not None and int(expires) <= self._clock():
             raise InvalidApiKey(f"The API key {item.get('display')} has expired.")
         return caller_from_item(item)
+
+    def caller(self, key_id: str) -> Caller:
+        return self.usable(self.lookup(key_id), key_id)
 
 
 def to_dynamo(value: Any) -> Any:
@@ -214,3 +265,24 @@ def from_dynamo(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
+
+
+def job_result(delivery: Delivery) -> dict[str, Any]:
+    """What the job record keeps of a url-mode answer: S3 keys instead of the (expiring) URLs."""
+    answer = delivery.answer
+    assert isinstance(answer, ImagesResponse)  # jobs never stream (validated before the upstream call)
+    images = []
+    for item, saved in zip(answer.data, delivery.stored, strict=True):
+        image: dict[str, Any] = {"key": saved.key, "bytes": saved.bytes, "format": saved.format}
+        if item.revised_prompt:
+            image["revised_prompt"] = item.revised_prompt
+        images.append(image)
+    meta = {k: getattr(answer, k) for k in ("background", "output_format", "quality", "size")}
+    result: dict[str, Any] = {
+        "created": answer.created,
+        "images": images,
+        "meta": {k: v for k, v in meta.items() if v is not None},
+    }
+    if answer.usage is not None:
+        result["usage"] = answer.usage
+    return result

@@ -1,9 +1,11 @@
 """The HTTP side of jobs: `Prefer: respond-async` submissions (202) and `GET /v1/images/jobs/{id}`.
 
-A submission is authenticated, parsed and validated exactly like a synchronous request; then, instead
-of calling the upstream, the input files (images, mask, markup) go to S3
-(`inputs/<yyyy>/<mm>/<dd>/<job_id>/...`), the job record is written (queued) and the job message is sent
-to the jobs queue.
+A submission is authenticated, parsed, validated and admitted exactly like a synchronous request (429
+and 403 at once, nothing written; the admission's hold, under the job id, stays on the key until the
+worker settles it); then, instead of calling the upstream, its image URLs are fetched, the input files
+(images, mask, markup) go to S3 (`inputs/<yyyy>/<mm>/<dd>/<job_id>/...`), the job record is written
+(queued, with the message's digest and the hold: what the worker trusts) and the job message is sent to
+the jobs queue.
 
 Results are always stored in S3 (the worker asks for `response_format=url` whatever the request said);
 the job record lists the keys, and every GET signs fresh 60-minute URLs. When the request asked for
@@ -16,10 +18,10 @@ import base64
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagegw.delivery.outputs import Image, ImagesResponse, Job, JobAccepted
-from imagegw.delivery.render import json_body
+from imagegw.delivery.render import Delivery, json_body
 from imagegw.delivery.storage import ImageStore
 from imagegw.domain import ApiResponse, Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
 from imagegw.errors import (
@@ -32,10 +34,12 @@ from imagegw.errors import (
 )
 from imagegw.images import sniff_format
 from imagegw.jobs.messages import JOB_ID_RE, MAX_MESSAGE_BYTES, InputRef, JobMessage
-from imagegw.jobs.store import FAILED, SUCCEEDED, JobStore
+from imagegw.jobs.store import FAILED, SUCCEEDED, JobStore, job_result
 from imagegw.observability import logger
 from imagegw.request.catalog import Catalog
-from imagegw.request.image_urls import resolve_image_urls
+
+if TYPE_CHECKING:
+    from imagegw.accounts.admission import Admission
 
 # GET adds b64_json only up to this many image bytes in total (base64 adds a third; Lambda answers <= 6 MB).
 INLINE_B64_MAX_BYTES = 3 * 1024 * 1024
@@ -83,19 +87,19 @@ class AsyncJobs:
         self._catalog = catalog
         self._clock = clock
 
-    def submit(
-        self, caller: Caller, raw: RawRequest, request: ImageRequest, http: HttpRequest
-    ) -> ApiResponse:
+    @staticmethod
+    def check_submittable(request: ImageRequest) -> None:
+        """What only a queued job refuses: checked before admission."""
         if request.stream:
             raise InvalidRequest(
                 "Streaming (stream=true) cannot be combined with 'Prefer: respond-async'.",
                 param="stream",
                 code="invalid_value",
             )
-        files = [*raw.images, raw.mask, raw.markup]
-        if any(img.source_url and not img.data for img in files if img is not None):
-            resolve_image_urls(raw, catalog=self._catalog)  # JSON edits: fetched now, stored as inputs
-        job_id = new_job_id()
+
+    def submit(self, admission: Admission, raw: RawRequest, http: HttpRequest) -> ApiResponse:
+        """Queue an admitted job (its id is the admission's); the caller refunds it if this raises."""
+        caller, request, job_id = admission.caller, admission.request, admission.request_id
         message, uploads = self._message(job_id, caller, raw, request)
         body = message.dumps()
         if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
@@ -113,6 +117,8 @@ class AsyncJobs:
                 source="http",
                 request_id=http.request_id,
                 response_format=asked_response_format(request, self._catalog),
+                digest=message.digest(),
+                hold=admission.hold,
             )
         except BaseException:
             self._discard(stored, job_id)
@@ -125,6 +131,16 @@ class AsyncJobs:
         answer = JobAccepted(job_id, status_url, record["created"], request.model, request.operation)
         return ApiResponse(
             202, json_body(answer), headers={"Preference-Applied": "respond-async", "Location": status_url}
+        )
+
+    def keep(self, job_id: str, caller: Caller, request: ImageRequest, delivery: Delivery) -> None:
+        """A finished job holding the stored images a synchronous answer could not carry (413)."""
+        self._jobs.create_finished(
+            job_id=job_id,
+            key_id=caller.key_id,
+            operation=request.operation,
+            model=request.model,
+            result=job_result(delivery),
         )
 
     def _message(

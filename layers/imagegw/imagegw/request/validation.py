@@ -48,7 +48,10 @@ _TOO_LONG_DEFAULT = (
 )
 
 
-def validate(raw: RawRequest, catalog: Catalog) -> ImageRequest:
+def validate(raw: RawRequest, catalog: Catalog, *, awaiting_fetch: bool = False) -> ImageRequest:
+    """The request as the model takes it. `awaiting_fetch`: images still to be fetched (a JSON edit's
+    URLs, a job's S3 inputs) are checked for everything but their bytes; the service validates again
+    after fetching them, which happens only after admission."""
     op = raw.operation
     spec = choose_model(raw, catalog)
     if op == "edits" and not raw.multipart and not spec.json_edits:
@@ -72,7 +75,7 @@ def validate(raw: RawRequest, catalog: Catalog) -> ImageRequest:
     for pspec in specs.values():
         if pspec.name not in params and pspec.default is not None:
             params[pspec.name] = pspec.default
-    images, mask = _check_inputs(raw, spec)
+    images, mask = _check_inputs(raw, spec, awaiting_fetch)
     return ImageRequest(
         operation=op, model=spec.name, params=params, images=images, mask=mask, markup=raw.markup
     )
@@ -286,7 +289,14 @@ def _as_bool(name: str, value: Any, text: bool) -> bool:
 # ---------------------------------------------------------------------------------------------- images
 
 
-def _check_inputs(raw: RawRequest, spec: ModelSpec) -> tuple[list[ImageFile], ImageFile | None]:
+def awaits_fetch(raw: RawRequest) -> bool:
+    """Some input image is known by its URL only (its bytes are fetched after admission)."""
+    return any(img.source_url and not img.data for img in [*raw.images, raw.mask, raw.markup] if img)
+
+
+def _check_inputs(
+    raw: RawRequest, spec: ModelSpec, awaiting_fetch: bool = False
+) -> tuple[list[ImageFile], ImageFile | None]:
     inputs = spec.inputs_for(raw.operation)
     field = "image" if raw.multipart else "images"
     if inputs is None:
@@ -299,9 +309,6 @@ def _check_inputs(raw: RawRequest, spec: ModelSpec) -> tuple[list[ImageFile], Im
     if not raw.images:
         raise missing(field)
     check_image_count(len(raw.images), inputs, field)
-    for image in raw.images:
-        check_file(image, inputs.image.formats, inputs.image.max_bytes)
-        _check_image(image, inputs.image)
     for name, overlay, limits in (("mask", raw.mask, inputs.mask), ("markup", raw.markup, inputs.markup)):
         if overlay is None:
             continue
@@ -313,6 +320,14 @@ def _check_inputs(raw: RawRequest, spec: ModelSpec) -> tuple[list[ImageFile], Im
                 param=name,
                 code="invalid_value",
             )
+    if awaiting_fetch and awaits_fetch(raw):
+        return raw.images, raw.mask  # the byte checks follow the fetch
+    for image in raw.images:
+        check_file(image, inputs.image.formats, inputs.image.max_bytes)
+        _check_image(image, inputs.image)
+    for name, overlay, limits in (("mask", raw.mask, inputs.mask), ("markup", raw.markup, inputs.markup)):
+        if overlay is None or limits is None:
+            continue
         check_file(overlay, limits.formats, limits.max_bytes)
         _check_overlay(name, overlay, raw.images[0], limits)
     if raw.mask is None and inputs.image.modes_without_mask:

@@ -47,7 +47,13 @@ from typing import Any
 from imagegw.domain import GeneratedImage, ImageFile, Operation, UpstreamResult
 from imagegw.images import DECODE_PIXEL_BUDGET, ImageTooLarge, ImageUnreadable, open_within_budget
 from imagegw.upstream.config import ProviderConfig, RoutesError
-from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
+from imagegw.upstream.failures import (
+    RouteFault,
+    TransientFailure,
+    UpstreamFailure,
+    UpstreamMalformed,
+    UpstreamRejected,
+)
 from imagegw.upstream.providers import ProviderContext
 from imagegw.upstream.translation import fit_to
 from imagegw.upstream.wire import decode_image_b64, scrub
@@ -482,12 +488,16 @@ class BedrockProvider:
         deadline = time.monotonic() + timeout
         plan = NovaRequest(operation, params, images, mask)
         generated: list[GeneratedImage] = []
-        for body in plan.bodies():
-            left = deadline - time.monotonic()
-            if left < MIN_TIMEOUT_S:
-                raise TransientFailure("The upstream did not answer in time.", timed_out=True)
-            for data in self._invoke(model, body, left):
-                generated.append(GeneratedImage(plan.finish(data)))
+        try:
+            for body in plan.bodies():
+                left = deadline - time.monotonic()
+                if left < MIN_TIMEOUT_S:
+                    raise TransientFailure("The upstream did not answer in time.", timed_out=True)
+                for data in self._invoke(model, body, left):
+                    generated.append(GeneratedImage(plan.finish(data)))
+        except UpstreamFailure as exc:
+            exc.sent = exc.sent or bool(generated)  # an earlier call of the plan produced (billed) images
+            raise
         meta: dict[str, Any] = {"output_format": plan.output_format}
         return UpstreamResult(images=generated, usage=None, meta=meta)
 
@@ -517,7 +527,10 @@ class BedrockProvider:
         except BotoCoreError as exc:
             name = type(exc).__name__
             if name in _TIMEOUT_ERRORS or _is_timeout(exc):
-                raise TransientFailure("The upstream did not answer in time.", timed_out=True) from None
+                sent = name not in ("ConnectTimeoutError", "EndpointConnectionError")
+                raise TransientFailure(
+                    "The upstream did not answer in time.", timed_out=True, sent=sent
+                ) from None
             if name in _CONNECTION_ERRORS or isinstance(exc, ConnectionError):
                 raise TransientFailure(
                     "The upstream could not be reached or dropped the connection."

@@ -16,12 +16,21 @@ from __future__ import annotations
 
 
 class UpstreamFailure(Exception):
-    """Base: `status` is the upstream HTTP status when there was one."""
+    """Base: `status` is the upstream HTTP status when there was one.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    `sent`: the request reached the upstream and no error answer came back (a read timeout, a connection
+    dropped after sending, a 200 whose body is unusable): the upstream may have billed this attempt. False
+    when nothing was sent (connection refused, connect timeout, no time left) or the upstream answered an
+    error status. The router passes it on as `UpstreamError.maybe_billed` (the ledger rule).
+    """
+
+    sent_by_default = False
+
+    def __init__(self, message: str, *, status: int | None = None, sent: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.sent = self.sent_by_default if sent is None else sent
 
 
 class TransientFailure(UpstreamFailure):
@@ -35,8 +44,9 @@ class TransientFailure(UpstreamFailure):
         retry_after: float | None = None,
         timed_out: bool = False,
         retryable: bool = True,
+        sent: bool | None = None,
     ) -> None:
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, sent=sent)
         self.retry_after = retry_after
         self.timed_out = timed_out
         # False when the upstream said `x-should-retry: false`: fail over, but do not retry this route.
@@ -47,13 +57,22 @@ class RouteFault(UpstreamFailure):
     """The route itself is unusable for now: bad credentials (401/403), unknown model (404), a missing
     credential, a quota that retrying will not fix. Fail over without retrying this route."""
 
-    def __init__(self, message: str, *, status: int | None = None, credentials_suspect: bool = False) -> None:
-        super().__init__(message, status=status)
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        credentials_suspect: bool = False,
+        sent: bool | None = None,
+    ) -> None:
+        super().__init__(message, status=status, sent=sent)
         self.credentials_suspect = credentials_suspect
 
 
 class UpstreamMalformed(RouteFault):
     """A success status whose body is not what the API promises (bad JSON, truncated base64, no image)."""
+
+    sent_by_default = True  # the upstream answered success: it may have billed the generation
 
 
 class UpstreamRejected(UpstreamFailure):

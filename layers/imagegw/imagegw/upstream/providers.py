@@ -25,7 +25,13 @@ from imagegw.domain import GeneratedImage, ImageFile, Operation, UpstreamResult
 from imagegw.request.image_urls import PUBLIC_INTERNET, FetchError, FetchRules, fetch_https
 from imagegw.upstream.config import ProviderConfig, RoutesError
 from imagegw.upstream.credentials import Credentials
-from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
+from imagegw.upstream.failures import (
+    RouteFault,
+    TransientFailure,
+    UpstreamFailure,
+    UpstreamMalformed,
+    UpstreamRejected,
+)
 from imagegw.upstream.wire import check_image, classify_status, parse_json_images, parse_sse_images, scrub
 
 CONNECT_TIMEOUT_S = 3.05
@@ -102,6 +108,26 @@ def _is_timeout(exc: BaseException) -> bool:
     return False
 
 
+def _before_sending(exc: BaseException) -> bool:
+    """The connection was never made (refused, unresolvable, connect timeout): nothing was sent."""
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(
+            item,
+            requests.ConnectTimeout
+            | urllib3.exceptions.NewConnectionError
+            | urllib3.exceptions.ConnectTimeoutError,
+        ):
+            return True
+        stack.extend([*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)])
+    return False
+
+
 def _socket_of(response: requests.Response) -> socket.socket | None:
     """The socket the body streams from: the pooled connection's, or (HTTP/1.0, `Connection: close`,
     where the connection has already let go of it) the one behind the response's file object."""
@@ -162,11 +188,16 @@ def http_request(
         finally:
             response.close()
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        sent = not _before_sending(exc)  # the ledger rule: an attempt sent may have been billed
         if _is_timeout(exc) or time.monotonic() >= deadline:
-            raise TransientFailure("The upstream did not answer in time.", timed_out=True) from None
-        raise TransientFailure("The upstream could not be reached or dropped the connection.") from None
+            raise TransientFailure(
+                "The upstream did not answer in time.", timed_out=True, sent=sent
+            ) from None
+        raise TransientFailure(
+            "The upstream could not be reached or dropped the connection.", sent=sent
+        ) from None
     except TimeoutError:
-        raise TransientFailure("The upstream did not answer in time.", timed_out=True) from None
+        raise TransientFailure("The upstream did not answer in time.", timed_out=True, sent=True) from None
     return _Answer(response.status_code, response.headers, body)
 
 
@@ -305,9 +336,13 @@ class OpenAIProvider:
             return parse_sse_images(answer.body)
         parsed = parse_json_images(answer.body)
         generated = []
-        for item, revised in zip(parsed.items, parsed.revised_prompts, strict=True):
-            data_bytes = item if isinstance(item, bytes) else self._download(item, deadline)
-            generated.append(GeneratedImage(data_bytes, revised))
+        try:
+            for item, revised in zip(parsed.items, parsed.revised_prompts, strict=True):
+                data_bytes = item if isinstance(item, bytes) else self._download(item, deadline)
+                generated.append(GeneratedImage(data_bytes, revised))
+        except UpstreamFailure as exc:
+            exc.sent = True  # the generation itself succeeded (and was billed); only a download failed
+            raise
         return UpstreamResult(images=generated, usage=parsed.usage, meta=parsed.meta)
 
     def _download(self, url: str, deadline: float) -> bytes:

@@ -6,7 +6,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagegw.domain import ImageRequest, UpstreamResult
 from imagegw.errors import ApiError, InvalidRequest, RequestTooLarge, UpstreamError, UpstreamTimeout
@@ -87,15 +87,17 @@ class Router:
     # ----- the call ----------------------------------------------------------------------------------
 
     def call(self, request: ImageRequest, *, deadline: float) -> UpstreamResult:
-        """Serve the request from the first route that can, within `deadline` (a time.monotonic() value)."""
+        """Serve the request from the first route that can, within `deadline` (a time.monotonic() value).
+
+        A failure says whether any attempt may have been billed (`UpstreamError.maybe_billed`)."""
         table = self._current_table()
-        last: UpstreamFailure | None = None
+        tally = _Tally()
         for route in self._ordered_routes(table, request):
             plan = prepare(request, route, self._catalog)
-            result, last = self._try_route(table, route, plan, deadline, last)
+            result = self._try_route(table, route, plan, deadline, tally)
             if result is not None:
-                return replace(result, route=route.label)
-        raise self._exhausted(last)
+                return replace(result, route=route.label, model=route.model)
+        raise self._exhausted(tally)
 
     def _ordered_routes(self, table: _Table, request: ImageRequest) -> list[Route]:
         """The routes serving this model and operation, in failover order, those cooling down last."""
@@ -116,49 +118,63 @@ class Router:
         return routes
 
     def _try_route(
-        self, table: _Table, route: Route, plan: Plan, deadline: float, last: UpstreamFailure | None
-    ) -> tuple[UpstreamResult | None, UpstreamFailure | None]:
-        """Attempts on one route: its result, or None and the failure that sends the call to the next."""
+        self, table: _Table, route: Route, plan: Plan, deadline: float, tally: _Tally
+    ) -> UpstreamResult | None:
+        """Attempts on one route: its result, or None when the call goes on to the next route (`tally`
+        keeps the last failure, and whether any attempt may have been billed)."""
         provider = table.providers[route.provider]
         resilience = table.config.resilience
         for attempt in range(1, self.max_attempts + 1):
             timeout = min(self.attempt_timeout, deadline - self._clock() - self._margin)
             if timeout < MIN_ATTEMPT_S:
-                raise self._out_of_time(last)
+                raise self._out_of_time(tally)
             started = self._clock()
             try:
                 result = finish(_send(provider, plan.call, timeout), plan)
             except UpstreamRejected as exc:
                 self._log(route, attempt, exc.status, started, "rejected", exc)
                 raise _client_error(exc) from None
-            except TransientFailure as exc:
-                last = exc
-                self._failed(route, resilience.failures_before_cooldown)
-                wait = self._wait_before_retry(
-                    exc, attempt, deadline, resilience.backoff_base_seconds, resilience.backoff_max_seconds
-                )
-                self._log(
-                    route, attempt, exc.status, started, "retry" if wait is not None else "failover", exc
-                )
-                if wait is None:
-                    return None, last
-                self._sleep(wait)
+            except UpstreamFailure as exc:
+                tally.failed(exc)
+                if not self._after_failure(route, attempt, started, exc, deadline, resilience):
+                    return None
                 continue
-            except RouteFault as exc:
-                self._failed(route, resilience.failures_before_cooldown)
-                if exc.credentials_suspect:
-                    self._context.credentials.invalidate()
-                self._log(route, attempt, exc.status, started, "failover", exc)
-                return None, exc
             except ApiError:
                 raise
             except Exception as exc:  # a bug, or an answer nothing above expected: not the client's fault
                 self._failed(route, resilience.failures_before_cooldown)
-                return None, self._unexpected(route, attempt, exc)
+                tally.failed(self._unexpected(route, attempt, exc))
+                return None
             self.cooldowns.success(route.label)
             self._log(route, attempt, 200, started, "ok")
-            return result, last
-        return None, last
+            return result
+        return None
+
+    def _after_failure(
+        self,
+        route: Route,
+        attempt: int,
+        started: float,
+        exc: UpstreamFailure,
+        deadline: float,
+        resilience: Any,
+    ) -> bool:
+        """Count the failure; True (after the backoff wait) to retry this route, False to fail over."""
+        if isinstance(exc, TransientFailure):
+            self._failed(route, resilience.failures_before_cooldown)
+            wait = self._wait_before_retry(
+                exc, attempt, deadline, resilience.backoff_base_seconds, resilience.backoff_max_seconds
+            )
+            self._log(route, attempt, exc.status, started, "retry" if wait is not None else "failover", exc)
+            if wait is None:
+                return False
+            self._sleep(wait)
+            return True
+        self._failed(route, resilience.failures_before_cooldown)
+        if isinstance(exc, RouteFault) and exc.credentials_suspect:
+            self._context.credentials.invalidate()
+        self._log(route, attempt, exc.status, started, "failover", exc)
+        return False
 
     def _unexpected(self, route: Route, attempt: int, exc: Exception) -> RouteFault:
         logger.error(
@@ -170,7 +186,8 @@ class Router:
                 "detail": scrub(str(exc)),
             },
         )
-        return RouteFault("Unexpected failure handling the upstream answer.")
+        # Unknown: the request may have gone out and been answered (the ledger rule assumes billed).
+        return RouteFault("Unexpected failure handling the upstream answer.", sent=True)
 
     # ----- helpers -----------------------------------------------------------------------------------
 
@@ -220,15 +237,29 @@ class Router:
         else:
             logger.warning("upstream attempt", extra=fields)
 
-    def _out_of_time(self, last: UpstreamFailure | None) -> ApiError:
+    def _out_of_time(self, tally: _Tally) -> ApiError:
+        last = tally.last
         if last is None or (isinstance(last, TransientFailure) and last.timed_out):
-            return UpstreamTimeout()
-        return UpstreamError()
+            return UpstreamTimeout(maybe_billed=tally.billed)
+        return UpstreamError(maybe_billed=tally.billed)
 
-    def _exhausted(self, last: UpstreamFailure | None) -> ApiError:
+    def _exhausted(self, tally: _Tally) -> ApiError:
+        last = tally.last
         if isinstance(last, TransientFailure) and last.timed_out:
-            return UpstreamTimeout()
-        return UpstreamError()
+            return UpstreamTimeout(maybe_billed=tally.billed)
+        return UpstreamError(maybe_billed=tally.billed)
+
+
+@dataclass
+class _Tally:
+    """One call's failures so far: the last, and whether any attempt may have been billed."""
+
+    last: UpstreamFailure | None = None
+    billed: bool = False
+
+    def failed(self, failure: UpstreamFailure) -> None:
+        self.last = failure
+        self.billed = self.billed or failure.sent
 
 
 def _send(provider: Provider, call: UpstreamCall, timeout: float) -> UpstreamResult:
