@@ -61,20 +61,8 @@ class JobStore:
         hold: Hold | None = None,
     ) -> dict[str, Any]:
         """A new queued job; JobConflict when the id exists (whoever owns it)."""
-        now = self.now()
-        item: dict[str, Any] = {
-            "job_id": job_id,
-            "key_id": key_id,
-            "operation": operation,
-            "model": model,
-            "source": source,
-            "request_id": request_id,
-            "status": QUEUED,
-            "created": now,
-            "updated": now,
-            "attempts": 0,
-            "expires_at": now + self._ttl,
-        }
+        item = self._new_item(job_id, key_id, operation, model, source, QUEUED)
+        item["request_id"] = request_id
         if response_format:
             item["response_format"] = response_format
         if digest:
@@ -87,23 +75,26 @@ class JobStore:
         self, *, job_id: str, key_id: str, operation: str, model: str, result: dict[str, Any]
     ) -> dict[str, Any]:
         """A succeeded job made by the gateway itself (a too-large answer's images, kept)."""
+        item = self._new_item(job_id, key_id, operation, model, "kept", SUCCEEDED)
+        item.update(finished=item["created"], response_format="url", result=to_dynamo(result))
+        return self._put_new(item)
+
+    def _new_item(
+        self, job_id: str, key_id: str, operation: str, model: str, source: str, status: str
+    ) -> dict[str, Any]:
         now = self.now()
-        item: dict[str, Any] = {
+        return {
             "job_id": job_id,
             "key_id": key_id,
             "operation": operation,
             "model": model,
-            "source": "kept",
-            "status": SUCCEEDED,
+            "source": source,
+            "status": status,
             "created": now,
             "updated": now,
-            "finished": now,
             "attempts": 0,
-            "response_format": "url",
-            "result": to_dynamo(result),
             "expires_at": now + self._ttl,
         }
-        return self._put_new(item)
 
     def _put_new(self, item: dict[str, Any]) -> dict[str, Any]:
         try:
