@@ -70,11 +70,12 @@ def force_tcp_nodelay() -> list[str]:
     the body. `StreamRequestHandler.disable_nagle_algorithm` is the standard switch; this shows the effect
     of the suggested one-line fix without editing the package.
     """
-    import imagegw_dev.emulator
+    import imagegw_dev.emulator.server
     import imagegw_dev.local_stack
 
     patched = []
-    for module, name in ((imagegw_dev.local_stack, "_HttpHandler"), (imagegw_dev.emulator, "_Handler")):
+    handlers = ((imagegw_dev.local_stack, "_HttpHandler"), (imagegw_dev.emulator.server, "_Handler"))
+    for module, name in handlers:
         handler = getattr(module, name, None)
         if handler is not None:
             handler.disable_nagle_algorithm = True

@@ -41,7 +41,7 @@ def create_tables(dynamodb: Any, names: dict[str, str]) -> None:
 
 def stack_aws(stack: dict[str, Any], service: str, *, resource: bool = False) -> Any:
     """A boto3 client (or resource) for the e2e local stack's moto server, with moto's fake credentials."""
-    factory = boto3.resource if resource else boto3.client
+    factory: Any = boto3.resource if resource else boto3.client
     return factory(
         service,
         endpoint_url=stack["endpoint_url"],

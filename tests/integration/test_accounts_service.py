@@ -12,6 +12,7 @@ from decimal import Decimal
 import boto3
 import pytest
 from helpers.aws import create_tables
+from helpers.fakes import InMemoryImageStore
 from moto import mock_aws
 from PIL import Image
 
@@ -53,24 +54,6 @@ class FakeUpstream:
         return UpstreamResult([GeneratedImage(png()) for _ in range(request.n)], route="fake")
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put_image(self, key: str, data: bytes, fmt: str) -> None:
-        self.objects[key] = data
-
-    def presign(self, key: str) -> str:
-        return f"https://images.example/{key}"
-
-    def get(self, key: str) -> bytes:
-        return self.objects[key]
-
-    def delete(self, keys: list[str]) -> None:
-        for key in keys:
-            self.objects.pop(key, None)
-
-
 SETTINGS = Settings(
     bucket="bucket",
     keys_table="keys",
@@ -88,7 +71,7 @@ def service(dynamodb):
         catalog=Catalog.load(),
         accounts=Accounts.from_settings(SETTINGS, dynamodb),
         upstream=FakeUpstream(),
-        store=MemoryStore(),
+        store=InMemoryImageStore(),
     )
 
 

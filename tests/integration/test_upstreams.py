@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from helpers.fakes import FakeClock
 from moto import mock_aws
 from PIL import Image
 
@@ -63,14 +64,6 @@ def secrets_client():
             SecretString=json.dumps({"a": {"api_key": KEY_A}, "b": {"api_key": KEY_B}}),
         )
         yield client
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def routes(emu_a: Emulator, emu_b: Emulator) -> dict[str, Any]:

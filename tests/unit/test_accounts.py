@@ -9,6 +9,7 @@ from decimal import Decimal
 import boto3
 import pytest
 from helpers.aws import create_tables
+from helpers.fakes import FakeClock
 from moto import mock_aws
 
 from imagegw.accounts import admission as accounts_module
@@ -23,14 +24,6 @@ from imagegw.settings import Settings
 T0 = 1_800_000_010.5  # 10.5 s into a minute window (2027-01-15T08:00:00Z + 10.5 s)
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def dynamodb(aws_env):
     with mock_aws():
@@ -41,7 +34,7 @@ def dynamodb(aws_env):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

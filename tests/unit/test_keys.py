@@ -12,6 +12,7 @@ from decimal import Decimal
 import boto3
 import pytest
 from helpers.aws import create_tables
+from helpers.fakes import FakeClock
 from moto import mock_aws
 
 from imagegw.accounts import keys as keys_module
@@ -30,14 +31,6 @@ from imagegw.errors import InvalidApiKey, to_error_response
 KEY_RE = re.compile(r"^sk-[A-Za-z0-9_-]{43}$")
 
 
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def keys_table(aws_env):
     with mock_aws():
@@ -48,7 +41,7 @@ def keys_table(aws_env):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock(1_800_000_000.0)
 
 
 @pytest.fixture

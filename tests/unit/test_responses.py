@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from helpers.fakes import InMemoryImageStore
 from PIL import Image
 
 from imagegw.delivery import render as responses
@@ -33,27 +34,9 @@ def usage(total_in: int, total_out: int) -> dict[str, Any]:
     }
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, tuple[bytes, str]] = {}
-
-    def put_image(self, key: str, data: bytes, fmt: str) -> None:
-        self.objects[key] = (data, fmt)
-
-    def presign(self, key: str) -> str:
-        return f"https://bucket.example/{key}?sig=1"
-
-    def get(self, key: str) -> bytes:
-        return self.objects[key][0]
-
-    def delete(self, keys: list[str]) -> None:
-        for key in keys:
-            self.objects.pop(key, None)
-
-
-def run(request: ImageRequest, result: UpstreamResult, store: MemoryStore | None = None) -> Any:
+def run(request: ImageRequest, result: UpstreamResult, store: InMemoryImageStore | None = None) -> Any:
     delivery = deliver(
-        request, result, store=store or MemoryStore(), request_id="req_1", created=100, gpt_model=True
+        request, result, store=store or InMemoryImageStore(), request_id="req_1", created=100, gpt_model=True
     )
     return delivery.response
 
@@ -90,13 +73,14 @@ def test_stream_of_one_image_carries_the_total():
 
 
 def test_svg_output_is_stored_as_svg_and_reported_as_svg():
-    store = MemoryStore()
+    store = InMemoryImageStore()
     request = ImageRequest(
         "generations", "gpt-image-2.5", {"n": 1, "output_format": "svg", "response_format": "url"}
     )
     result = UpstreamResult(images=[GeneratedImage(SVG)], usage=usage(1, 10))
     body = json.loads(run(request, result, store).body)
-    [(key, (data, fmt))] = store.objects.items()
+    [(key, data)] = store.objects.items()
+    fmt = store.formats[key]
     assert key.endswith("/0.svg") and fmt == "svg" and data == SVG
     assert body["output_format"] == "svg"
     assert body["data"][0]["url"].startswith("https://bucket.example/")
@@ -138,7 +122,7 @@ def test_stream_partials_not_tied_to_an_image_come_first():
     assert [e.get("partial_image_index") for e in sent] == [0, 1, None]
 
 
-class FailingThirdPut(MemoryStore):
+class FailingThirdPut(InMemoryImageStore):
     def put_image(self, key: str, data: bytes, fmt: str) -> None:
         if len(self.objects) == 2:
             raise OSError("S3 is unavailable")
@@ -156,7 +140,7 @@ def test_a_failed_put_leaves_no_objects_behind():
 
 def test_an_answer_over_lambdas_limit_leaves_no_objects_behind(monkeypatch):
     monkeypatch.setattr(responses, "MAX_SYNC_BODY_BYTES", 100)
-    store = MemoryStore()
+    store = InMemoryImageStore()
     request = ImageRequest("generations", "dall-e-2", {"prompt": "p", "n": 2, "response_format": "url"})
     result = UpstreamResult(images=[GeneratedImage(png(), revised_prompt="x" * 200) for _ in range(2)])
     with pytest.raises(RequestTooLarge):

@@ -52,3 +52,12 @@ def test_malformed_values_fail_at_cold_start(name, value):
 def test_env_names_cover_every_field():
     assert env_name("bucket") == "IMAGEGW_BUCKET"
     assert set(required_env_names()) < set(all_env_names())
+
+
+def test_job_settings():
+    required = {name: "x" for name in required_env_names()}
+    settings = Settings.from_env({**required, "IMAGEGW_JOBS_MAX_RECEIVE_COUNT": "5"})
+    assert settings.jobs_max_receive_count == 5
+    assert settings.jobs_ttl_seconds == 7 * 24 * 3600
+    with pytest.raises(SettingsError):
+        Settings.from_env({**required, "IMAGEGW_JOBS_MAX_RECEIVE_COUNT": "0"})

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from helpers.fakes import FakeClock
 
 from imagegw.domain import GeneratedImage, ImageRequest, UpstreamResult
 from imagegw.errors import InvalidRequest, RequestTooLarge, UpstreamError, UpstreamTimeout
@@ -32,19 +33,6 @@ from imagegw.upstream.resilience import backoff_delay, order_routes
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16 + b"IEND\xaeB`\x82"
 SECRET_HOST = "secret-resource.openai.azure.com"
 SECRET_KEY = "sk-live-abcdefghijklmnop0123"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @dataclass
@@ -74,7 +62,7 @@ class FakeProvider:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
