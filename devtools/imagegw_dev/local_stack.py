@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from imagegw_dev.template import load_template, resources
+from imagegw_dev.template import NO_VALUE, evaluate, load_template, parameter_values, resources
 
 REGION = "us-east-1"
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
@@ -397,10 +397,12 @@ class ApiGateway:
         routes: list[ApiRoute],
         binary_types: list[str],
         gateway_responses: dict[str, Any] | None = None,
+        template: dict[str, Any] | None = None,
     ) -> None:
         self.routes = routes
         self.binary_types = binary_types
         self.gateway_responses = gateway_responses or {}
+        self.template = template or {}
 
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
@@ -408,6 +410,8 @@ class ApiGateway:
         """One request; like API Gateway, every answer carries `x-amzn-RequestId`, its own errors included."""
         request_id = str(uuid.uuid4())
         status, out_headers, payload = self._handle(method, raw_path, headers, body, request_id)
+        if "x-amzn-ErrorType" in out_headers:  # API Gateway's own answer: its ResponseParameters headers
+            out_headers.update(self.gateway_headers(out_headers["x-amzn-ErrorType"], status, headers))
         return status, {**out_headers, "x-amzn-RequestId": request_id}, payload
 
     def _handle(
@@ -460,6 +464,31 @@ class ApiGateway:
                 body = str(rendered).replace("$context.error.messageString", json.dumps(message))
         headers = {"Content-Type": "application/json", "x-amzn-ErrorType": response_type}
         return status, headers, body.encode()
+
+    def gateway_headers(self, response_type: str, status: int, request: dict[str, str]) -> dict[str, str]:
+        """The template's ResponseParameters headers of a gateway response, for this request: static
+        'values', method.request.header.NAME, and conditions on the parameters (CorsAllowOrigins is
+        IMAGEGW_CORS_ALLOW_ORIGINS here, as `make dev` takes it)."""
+        custom = self.gateway_responses.get(response_type) or self.gateway_responses.get(
+            "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
+        )
+        wanted = ((custom or {}).get("ResponseParameters") or {}).get("Headers") or {}
+        params = parameter_values(
+            self.template, {"CorsAllowOrigins": os.environ.get("IMAGEGW_CORS_ALLOW_ORIGINS", "")}
+        )
+        lowered = {k.lower(): v for k, v in request.items()}
+        out: dict[str, str] = {}
+        for name, expression in wanted.items():
+            value = evaluate(expression, self.template, params)
+            if value is NO_VALUE or not isinstance(value, str):
+                continue
+            if len(value) >= 2 and value[0] == value[-1] == "'":
+                out[name] = value[1:-1]
+            elif value.lower().startswith("method.request.header."):
+                found = lowered.get(value.split(".", 3)[3].lower())
+                if found is not None:
+                    out[name] = found
+        return out
 
 
 def gateway_responses(template: dict[str, Any]) -> dict[str, Any]:
@@ -747,7 +776,8 @@ class LocalStack:
 
         from imagegw_dev.local_routes import local_routes
 
-        routes_doc, credentials = local_routes(upstream_url, upstream_key)
+        bedrock_url = self.emulator.base_url if self.emulator is not None else None
+        routes_doc, credentials = local_routes(upstream_url, upstream_key, bedrock_url)
         self.resources = create_resources(template, endpoint, credentials)
         state_dir = self.config.state_dir or (self.root / ".imagegw")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -759,7 +789,7 @@ class LocalStack:
 
         self._seed_key()
         routes, binary_types = api_routes(template, self.root)
-        gateway = ApiGateway(routes, binary_types, gateway_responses(template))
+        gateway = ApiGateway(routes, binary_types, gateway_responses(template), template)
         self.pools = {r.function.name: r.function for r in routes}
         for pool in self.pools.values():
             pool.warm()  # import once up front, as a provisioned container would

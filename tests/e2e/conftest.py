@@ -16,6 +16,7 @@ from imagegw.accounts.keys import KeyStore
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90
+CORS_ORIGIN = "https://app.example.test"  # the one browser origin the e2e stack allows
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +24,7 @@ def stack(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("stack")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMAGEGW_"))}
     env.update({"PORT": "0", "IMAGEGW_DEV_API_KEY": "sk-e2e-" + "k" * 40, "PYTHONUNBUFFERED": "1"})
+    env["IMAGEGW_CORS_ALLOW_ORIGINS"] = CORS_ORIGIN  # as `IMAGEGW_CORS_ALLOW_ORIGINS=... make dev` takes it
     log_path = state_dir / "stack.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
