@@ -31,6 +31,10 @@ _INTRINSIC_KEYS = frozenset(
         "Fn::ImportValue",
         "Fn::Base64",
         "Fn::GetAZs",
+        "Fn::Equals",
+        "Fn::Not",
+        "Fn::And",
+        "Fn::Or",
     }
 )
 

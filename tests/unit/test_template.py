@@ -396,3 +396,61 @@ Resources:
         "Environment": {"Variables": {"A": "1", "B": "3"}},
         "Tracing": "Active",
     }
+
+
+# ---------------------------------------------------------------------------------------------- CORS
+
+
+def test_cors_is_a_parameter_off_by_default_and_a_setting():
+    assert PARAMETERS["CorsAllowOrigins"]["Default"] == ""
+    env = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["IMAGEGW_CORS_ALLOW_ORIGINS"] == ref("CorsAllowOrigins")
+    pattern = re.compile(PARAMETERS["CorsAllowOrigins"]["AllowedPattern"])
+    for good in ("", "https://app.example.com", "https://a.example,http://localhost:5173"):
+        assert pattern.fullmatch(good), good
+    for bad in ("*", "https://app.example.com/", "https://a.example, https://b.example", "app.example.com"):
+        assert not pattern.fullmatch(bad), bad
+
+
+def _gateway_headers(origins: str, request_origin: str) -> dict[str, dict[str, str]]:
+    """Each gateway response's headers as API Gateway renders them for this parameter value and request."""
+    from imagegw_dev.template import NO_VALUE, evaluate, parameter_values
+
+    params = parameter_values(TEMPLATE, {"CorsAllowOrigins": origins})
+    (api,) = resources(TEMPLATE, "AWS::Serverless::Api").values()
+    rendered: dict[str, dict[str, str]] = {}
+    for name, response in api["GatewayResponses"].items():
+        headers: dict[str, str] = {}
+        for header, expression in response["ResponseParameters"]["Headers"].items():
+            value = evaluate(expression, TEMPLATE, params)
+            if value is NO_VALUE:
+                continue
+            headers[header] = request_origin if value == "method.request.header.origin" else value.strip("'")
+        rendered[name] = headers
+    return rendered
+
+
+def test_gateway_responses_carry_cors_headers_only_when_origins_are_configured():
+    from imagegw.cors import EXPOSE_HEADERS
+
+    (api,) = resources(TEMPLATE, "AWS::Serverless::Api").values()
+    assert {"DEFAULT_4XX", "DEFAULT_5XX", "MISSING_AUTHENTICATION_TOKEN"} <= set(api["GatewayResponses"])
+    for headers in _gateway_headers("", "https://app.example.com").values():
+        assert headers == {}
+    one = _gateway_headers("https://app.example.com", "https://evil.example")
+    for headers in one.values():
+        # one origin: named statically, whatever the request's origin (the browser refuses the others)
+        assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert headers["Vary"] == "Origin"
+        exposed = {h.strip() for h in headers["Access-Control-Expose-Headers"].split(",")}
+        assert exposed <= {h.strip() for h in EXPOSE_HEADERS.split(",")} and "x-request-id" in exposed
+    several = _gateway_headers("https://a.example,https://b.example", "https://b.example")
+    for headers in several.values():
+        assert headers["Access-Control-Allow-Origin"] == "https://b.example"  # echoed: see docs/deploy.md
+
+
+def test_every_api_path_answers_its_preflight_in_the_function_that_serves_it():
+    for name, props in FUNCTIONS.items():
+        events = [e["Properties"] for e in (props.get("Events") or {}).values() if e["Type"] == "Api"]
+        paths = {e["Path"] for e in events if e["Method"] != "options"}
+        assert {e["Path"] for e in events if e["Method"] == "options"} == paths, name
