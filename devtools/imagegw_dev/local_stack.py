@@ -537,6 +537,12 @@ class _HttpHandler(BaseHTTPRequestHandler):
     # the same 404 answer a deployed API gives (not http.server's own 501 HTML page).
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, QUERY...) too: API Gateway answers it with its 404, never a 501 page.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:
             super().log_message(format, *args)

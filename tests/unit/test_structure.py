@@ -169,3 +169,18 @@ def test_each_handler_file_names_the_endpoint_the_template_routes_to_it():
             assert (method, re.sub(r"<(\w+)>", r"{\1}", path)) in served, props["CodeUri"]
         checked += 1
     assert checked == len(ENDPOINTS)
+
+
+def test_the_openapi_document_describes_every_route_the_api_serves():
+    import yaml
+
+    from imagegw.api import ENDPOINTS, paths_of
+
+    doc = yaml.safe_load((ROOT / "openapi.yaml").read_text(encoding="utf-8"))
+    documented = {(method.upper(), "/v1" + path) for path, ops in doc["paths"].items() for method in ops}
+    served = {
+        (method, re.sub(r"<(\w+)>", r"{\1}", path)) for name in ENDPOINTS for method, path in paths_of(name)
+    }
+    assert documented == served
+    error = doc["components"]["schemas"]["Error"]["properties"]["error"]
+    assert error["required"] == ["message", "type", "param", "code"]
