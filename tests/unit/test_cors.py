@@ -124,3 +124,11 @@ def test_settings_take_a_list_of_origins_and_refuse_wildcards_and_paths():
     for bad in ("*", "https://app.example.com/path", "app.example.com", "https://*.example.com"):
         with pytest.raises(SettingsError):
             Settings.from_env({**base, "IMAGEGW_CORS_ALLOW_ORIGINS": bad})
+
+
+def test_an_options_request_that_is_not_a_preflight_is_the_apis_404():
+    app = create_app(lambda: FailingService(), ["generations"])  # type: ignore[arg-type, return-value]
+    plain = event("OPTIONS", Origin="https://app.example.com")  # no Access-Control-Request-Method
+    result = serve(app, plain, None, ORIGINS, ["POST"])
+    assert result["statusCode"] == 404
+    assert json.loads(result["body"])["error"]["code"] == "unknown_url"

@@ -154,3 +154,15 @@ def test_a_bad_key_is_refused_before_anything_else():
     with pytest.raises(InvalidApiKey):
         models.retrieve(http(key="sk-bad"), "dall-e-4")  # 401, not a 404 that says whether it exists
     assert accounts.seen == ["Bearer sk-bad", "Bearer sk-bad"]
+
+
+def test_unreadable_routes_are_a_502_like_an_image_request():
+    from imagegw.errors import UpstreamError
+
+    def broken() -> Any:
+        raise RuntimeError("ssm down")
+
+    models = ModelListing(CATALOG, FakeAccounts(), broken)  # type: ignore[arg-type]
+    with pytest.raises(UpstreamError) as info:
+        models.list(http())
+    assert info.value.status == 502

@@ -42,7 +42,10 @@ def request_origin(event: Mapping[str, Any]) -> str | None:
 
 
 def is_preflight(event: Mapping[str, Any]) -> bool:
-    return str(event.get("httpMethod", "")).upper() == "OPTIONS"
+    """A CORS preflight: OPTIONS with Access-Control-Request-Method (any other OPTIONS is a 404: no route
+    serves that method)."""
+    method = str(event.get("httpMethod", "")).upper()
+    return method == "OPTIONS" and _header(event.get("headers"), "access-control-request-method") is not None
 
 
 def allowed_request_headers(requested: str | None) -> str:

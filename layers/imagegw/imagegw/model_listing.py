@@ -20,7 +20,8 @@ from urllib.parse import unquote
 
 from imagegw.accounts.admission import Accounts, model_allowed
 from imagegw.domain import ApiResponse, HttpRequest
-from imagegw.errors import ModelNotFound
+from imagegw.errors import ModelNotFound, UpstreamError
+from imagegw.observability import logger
 from imagegw.request.catalog import Catalog, ModelSpec
 from imagegw.upstream.config import WILDCARD, RoutesConfig
 
@@ -35,7 +36,7 @@ class ModelListing:
 
     def list(self, http: HttpRequest) -> ApiResponse:
         caller = self._accounts.authenticate(http.headers.get("authorization"))
-        config = self._routes()
+        config = self._config()
         data = [
             model_object(spec, name, config)
             for name in self._catalog.names()
@@ -54,10 +55,17 @@ class ModelListing:
             spec = self._catalog.get(name)
         except ModelNotFound:
             raise ModelNotFound(name) from None
-        config = self._routes()
+        config = self._config()
         if not (model_allowed(caller, name) and routed(spec, name, config)):
             raise ModelNotFound(name)
         return _json(model_object(spec, name, config))
+
+    def _config(self) -> RoutesConfig:
+        try:
+            return self._routes()
+        except Exception as exc:  # an unreadable SSM routes parameter: the same 502 as an image request
+            logger.error("upstream routes unavailable", extra={"error": type(exc).__name__})
+            raise UpstreamError("The gateway's upstream configuration is not available.") from None
 
 
 def routed(spec: ModelSpec, name: str, config: RoutesConfig) -> bool:

@@ -126,10 +126,6 @@ class Router:
             return model
         return spec.canonical if model in spec.listing.aliases else model
 
-    def routes(self) -> RoutesConfig:
-        """The current routes document (GET /v1/models lists what it routes); 502 if unavailable."""
-        return self._current_table().config
-
     def _try_route(
         self, table: _Table, route: Route, plan: Plan, deadline: float, last: UpstreamFailure | None
     ) -> tuple[UpstreamResult | None, UpstreamFailure | None]:
