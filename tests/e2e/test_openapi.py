@@ -32,8 +32,8 @@ def test_the_api_keeps_to_its_openapi_document(stack, tmp_path):
         "--report-dir", str(tmp_path),
     ]  # fmt: skip
     env = {**os.environ, "NO_COLOR": "1"}
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=BUDGET_S + 120, env=env, check=False
+    done = subprocess.run(  # in tmp_path: schemathesis keeps a cache in its working directory
+        command, capture_output=True, text=True, timeout=BUDGET_S + 120, env=env, check=False, cwd=tmp_path
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "passed" in done.stdout
