@@ -1,16 +1,35 @@
-"""The shipped upstream routes, pointed at the local upstream emulator (or another local upstream)."""
+"""The shipped upstream routes, pointed at the local upstream emulator (or another local upstream), plus a
+Bedrock provider on the emulator for every Bedrock model of the catalog, so that every model
+GET /v1/models lists locally can be tried locally."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+from imagegw.request.catalog import Catalog
 from imagegw.upstream import shipped_routes_document
 
+BEDROCK = "bedrock"
+# The retired Nova Canvas name, served by its Stability successors (the docs/upstreams.md example).
+NOVA_CANVAS_ROUTES = [
+    {"provider": BEDROCK, "model": "stability.stable-image-core-v1:1", "operations": ["generations"]},
+    {"provider": BEDROCK, "model": "stability.stable-image-inpaint-v1:0", "operations": ["edits"]},
+    {
+        "provider": BEDROCK,
+        "model": "stability.sd3-5-large-v1:0",
+        "operations": ["variations"],
+        "translate": "nova-canvas-variations",
+    },
+]
 
-def local_routes(upstream_url: str, upstream_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+
+def local_routes(
+    upstream_url: str, upstream_key: str, bedrock_url: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """For the local stack: the shipped routes pointed at `upstream_url` (an OpenAI-compatible base URL,
-    with /v1), and the upstream secret's JSON holding `upstream_key` for it."""
+    with /v1), and the upstream secret's JSON holding `upstream_key` for it. With `bedrock_url` (the
+    emulator's base URL), the catalog's Bedrock models are routed to it as well."""
     doc = copy.deepcopy(shipped_routes_document())
     for provider in doc["providers"].values():
         if provider.get("type") == "openai":
@@ -19,5 +38,21 @@ def local_routes(upstream_url: str, upstream_key: str) -> tuple[dict[str, Any], 
                 provider["credential"] = "openai"
             else:
                 provider.pop("credential", None)
+    if bedrock_url:
+        add_bedrock_routes(doc, bedrock_url)
     credentials = {"openai": {"api_key": upstream_key}} if upstream_key else {}
     return doc, credentials
+
+
+def add_bedrock_routes(doc: dict[str, Any], endpoint_url: str) -> None:
+    doc["providers"][BEDROCK] = {"type": "bedrock", "region": "us-west-2", "endpoint_url": endpoint_url}
+    catalog = Catalog.load()
+    for name in catalog.names():
+        spec = catalog.get(name)
+        if BEDROCK not in spec.listing.upstream_types or name in doc["models"]:
+            continue
+        if spec.listing.retired:
+            doc["models"][name] = copy.deepcopy(NOVA_CANVAS_ROUTES) if name == "nova-canvas" else []
+        else:
+            doc["models"][name] = [{"provider": BEDROCK, "model": spec.listing.aliases[0]}]
+    doc["models"] = {k: v for k, v in doc["models"].items() if v}

@@ -10,6 +10,7 @@ imported on first use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,10 @@ _INTRINSIC_KEYS = frozenset(
         "Fn::ImportValue",
         "Fn::Base64",
         "Fn::GetAZs",
+        "Fn::Equals",
+        "Fn::Not",
+        "Fn::And",
+        "Fn::Or",
     }
 )
 
@@ -120,3 +125,43 @@ def _merge(base: Any, override: Any) -> Any:
     if isinstance(base, list) and isinstance(override, list):
         return [*base, *override]
     return override
+
+
+NO_VALUE = object()  # AWS::NoValue: the property is left out
+
+
+def evaluate(value: Any, template: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+    """The value of a template expression for the given parameter values: Ref, Fn::If, Fn::Sub (of
+    parameters), Fn::Select, Fn::Split, Fn::Join, Fn::Equals, Fn::Not and Condition; others as they are."""
+    if isinstance(value, list):
+        return [evaluate(item, template, params) for item in value]
+    if not _is_intrinsic(value):
+        return value
+    ((fn, arg),) = value.items()
+    if fn == "Ref":
+        return NO_VALUE if arg == "AWS::NoValue" else params.get(arg, arg)
+    if fn in ("Condition", "Fn::If"):
+        name = arg if fn == "Condition" else arg[0]
+        condition = (template.get("Conditions") or {}).get(name)
+        holds = condition is not None and bool(evaluate(condition, template, params))
+        return holds if fn == "Condition" else evaluate(arg[1] if holds else arg[2], template, params)
+    if fn == "Fn::Sub" and isinstance(arg, str):
+        return re.sub(r"\$\{([A-Za-z0-9:]+)\}", lambda m: str(params.get(m[1], m[0])), arg)
+    args = evaluate(arg, template, params)
+    if fn == "Fn::Select":
+        return args[1][int(args[0])]
+    if fn == "Fn::Split":
+        return str(args[1]).split(args[0])
+    if fn == "Fn::Join":
+        return str(args[0]).join(str(a) for a in args[1])
+    if fn == "Fn::Equals":
+        return args[0] == args[1]
+    if fn == "Fn::Not":
+        return not args[0]
+    return value
+
+
+def parameter_values(template: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter's default, then the overrides."""
+    values = {name: spec.get("Default") for name, spec in (template.get("Parameters") or {}).items()}
+    return {**values, **overrides}

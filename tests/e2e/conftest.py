@@ -16,6 +16,7 @@ from imagegw.accounts.keys import KeyStore
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90
+CORS_ORIGIN = "https://app.example.test"  # the one browser origin the e2e stack allows
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,7 @@ def stack(tmp_path_factory):
     # it connect anywhere but 127.0.0.1 fails instead of leaving the machine.
     guard = str(ROOT / "tests" / "helpers" / "loopback_site")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [guard, env.get("PYTHONPATH")]))
+    env["IMAGEGW_CORS_ALLOW_ORIGINS"] = CORS_ORIGIN  # as `IMAGEGW_CORS_ALLOW_ORIGINS=... make dev` takes it
     log_path = state_dir / "stack.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -75,8 +75,8 @@ def upstream_requests(emulator_url: str) -> list[dict[str, Any]]:
 def generation_case(model: str) -> dict[str, Any]:
     if model == "dall-e-2":
         return {"size": "256x256", "n": 2}
-    if model == "dall-e-3":
-        return {"size": "1024x1024"}
+    if model == "dall-e-3" or "bedrock" in CATALOG.get(model).listing.upstream_types:
+        return {"size": "1024x1024"}  # Bedrock models: quality is not one of their parameters
     return {"size": "1024x1024", "quality": "low"}
 
 

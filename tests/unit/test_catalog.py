@@ -110,7 +110,7 @@ def test_endpoints():
     assert CATALOG.get("dall-e-3").endpoints == {"generations"}
     for name in CONTRACT_MODELS[2:]:
         assert CATALOG.get(name).endpoints == {"generations", "edits"}
-    assert CATALOG.serving("variations") == ["dall-e-2"]
+    assert CATALOG.serving("variations") == ["dall-e-2", "nova-canvas"]  # nova-canvas: translated
 
 
 def test_every_model_takes_response_format_user_and_n_on_every_endpoint():

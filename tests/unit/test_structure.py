@@ -151,7 +151,7 @@ def test_no_docstring_points_outside_the_repository():
 
 
 def test_each_handler_file_names_the_endpoint_the_template_routes_to_it():
-    from imagegw.api import ENDPOINTS
+    from imagegw.api import ENDPOINTS, paths_of
     from imagegw_dev.template import load_template, resources
 
     functions = resources(load_template(ROOT / "template.yaml"), "AWS::Serverless::Function")
@@ -164,8 +164,23 @@ def test_each_handler_file_names_the_endpoint_the_template_routes_to_it():
         handler = (ROOT / props["CodeUri"] / "app.py").read_text(encoding="utf-8")
         named = re.findall(r'make_api_handler\("(\w+)"\)', handler)
         assert len(named) == 1, props["CodeUri"]
-        method, path, _ = ENDPOINTS[named[0]]
         served = {(e["Method"].upper(), e["Path"]) for e in api_events}
-        assert (method, path.replace("<job_id>", "{job_id}")) in served, props["CodeUri"]
+        for method, path in paths_of(named[0]):
+            assert (method, re.sub(r"<(\w+)>", r"{\1}", path)) in served, props["CodeUri"]
         checked += 1
     assert checked == len(ENDPOINTS)
+
+
+def test_the_openapi_document_describes_every_route_the_api_serves():
+    import yaml
+
+    from imagegw.api import ENDPOINTS, paths_of
+
+    doc = yaml.safe_load((ROOT / "openapi.yaml").read_text(encoding="utf-8"))
+    documented = {(method.upper(), "/v1" + path) for path, ops in doc["paths"].items() for method in ops}
+    served = {
+        (method, re.sub(r"<(\w+)>", r"{\1}", path)) for name in ENDPOINTS for method, path in paths_of(name)
+    }
+    assert documented == served
+    error = doc["components"]["schemas"]["Error"]["properties"]["error"]
+    assert error["required"] == ["message", "type", "param", "code"]

@@ -32,7 +32,9 @@ API_ROUTES = {
     "EditsFunction": ("edits", "post", "/v1/images/edits"),
     "VariationsFunction": ("variations", "post", "/v1/images/variations"),
     "JobStatusFunction": ("job_status", "get", "/v1/images/jobs/{job_id}"),
+    "ModelsFunction": ("models", "get", "/v1/models"),
 }
+MORE_API_ROUTES = {"ModelsFunction": [("get", "/v1/models/{model}")]}
 CODE_DIRS = {**{name: route[0] for name, route in API_ROUTES.items()}, "JobsWorkerFunction": "jobs_worker"}
 
 
@@ -128,12 +130,17 @@ def test_handlers_and_code_dirs_exist(name):
 def test_api_routes(name):
     _, method, path = API_ROUTES[name]
     props = function_properties(TEMPLATE, name)
-    (event,) = props["Events"].values()
-    assert event["Type"] == "Api"
-    spec = event["Properties"]
-    assert (spec["Method"], spec["Path"]) == (method, path)
-    assert spec["RestApiId"] == ref("ImagegwApi")
-    assert spec["TimeoutInMillis"] == ref("ApiTimeoutMs")
+    events = list(props["Events"].values())
+    assert {event["Type"] for event in events} == {"Api"}
+    served = [e["Properties"] for e in events if e["Properties"]["Method"] != "options"]
+    assert [(s["Method"], s["Path"]) for s in served] == [(method, path), *MORE_API_ROUTES.get(name, [])]
+    for spec in served:
+        assert spec["RestApiId"] == ref("ImagegwApi")
+        assert spec["TimeoutInMillis"] == ref("ApiTimeoutMs")
+    # CORS: the function answers the preflight of each of its paths (for the allowed origins only).
+    preflights = [e["Properties"] for e in events if e["Properties"]["Method"] == "options"]
+    assert sorted(p["Path"] for p in preflights) == sorted(s["Path"] for s in served)
+    assert all(p["RestApiId"] == ref("ImagegwApi") for p in preflights)
     assert props["Timeout"] == {"Fn::FindInMap": ["ApiTimeouts", ref("ApiTimeoutMs"), "FunctionTimeout"]}
     assert props["MemorySize"] == ref("ApiFunctionMemory")
 

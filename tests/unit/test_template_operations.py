@@ -16,7 +16,13 @@ TEMPLATE = load_template(ROOT / "template.yaml")
 PARAMETERS: dict[str, Any] = TEMPLATE["Parameters"]
 CONDITIONS: dict[str, Any] = TEMPLATE["Conditions"]
 ALARMS = resources(TEMPLATE, "AWS::CloudWatch::Alarm")  # {logical id: Properties}
-API_FUNCTIONS = ["GenerationsFunction", "EditsFunction", "VariationsFunction", "JobStatusFunction"]
+API_FUNCTIONS = [
+    "GenerationsFunction",
+    "EditsFunction",
+    "VariationsFunction",
+    "JobStatusFunction",
+    "ModelsFunction",
+]
 FUNCTIONS = [*API_FUNCTIONS, "JobsWorkerFunction"]
 MB = 1024 * 1024
 BYTES_PER_DECODED_PIXEL = 4 * 3  # RGBA, up to three working copies (convert, paste, resize)

@@ -141,7 +141,7 @@ BAD: list[Bad] = [
         "invalid_value", "model", "Invalid value: 'dall-e-3'. Supported values are: 'dall-e-2'"),
     Bad("gpt-variations", lambda: var({"model": "gpt-image-1", "image": OTTER}), 400, "invalid_value",
         "model",
-        "Supported values are: 'dall-e-2'."),
+        "Supported values are: 'dall-e-2' and 'nova-canvas'."),
     # ---- prompt
     Bad("prompt-int", lambda: gen(prompt=5), 400, "invalid_type", "prompt",
         "Invalid type for 'prompt': expected a string, but got an integer instead."),
@@ -663,14 +663,14 @@ def test_variation_defaults_to_dall_e_2_even_with_gpt_parameters():
 
 
 def test_response_format_url_is_accepted_for_every_model():
-    for name in CATALOG.names():
+    for name in CATALOG.serving("generations"):
         req = run(gen(model=name, prompt="x", response_format="url"))
         assert req.params["response_format"] == "url"
 
 
 def _all_model_names() -> list[str]:
     return [
-        *CATALOG.names(),
+        *CATALOG.serving("generations"),
         "gpt-image-2-2026-04-21",
         "gpt-image-2.5-sunburst-2026-09-08",
         "gpt-image-2.5-flare-2026-09-08",
@@ -827,7 +827,7 @@ def test_markup_edit():
 
 
 def test_safety_identifier_is_taken_everywhere_user_is_except_variations():
-    for name in CATALOG.names():
+    for name in CATALOG.serving("generations"):
         assert run(gen(model=name, prompt="x", safety_identifier="h")).params["safety_identifier"] == "h"
     with pytest.raises(ApiError):
         run(var({"image": OTTER, "safety_identifier": "h"}))

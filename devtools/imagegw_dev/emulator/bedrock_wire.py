@@ -1,4 +1,7 @@
-"""The Amazon Bedrock runtime wire: InvokeModel with Nova Canvas JSON (POST /model/{modelId}/invoke).
+"""The Amazon Bedrock runtime wire: InvokeModel (POST /model/{modelId}/invoke) with Nova Canvas JSON, or,
+for a model id naming `stability.`, Stability AI's JSON (below: text-to-image by aspect ratio, SD3.5's
+image-to-image, Stable Image Inpaint's image + mask (white = edit), answered `{"seeds", "finish_reasons",
+"images"}` with one image in the output_format asked).
 
 The body is Nova Canvas JSON (taskType TEXT_IMAGE, INPAINTING with maskImage (black = edit) or maskPrompt,
 IMAGE_VARIATION), answered `{"images": [b64 PNG...]}`. The SigV4 signature is not checked (nor the API
@@ -184,6 +187,144 @@ def answer(images: list[Image.Image], fault: Fault | None) -> tuple[bytes, bool]
     if fault is not None and fault.truncated_b64:
         encoded = [truncate_b64(b64) for b64 in encoded]
     text = json.dumps({"images": encoded})
+    if fault is not None and fault.malformed_json:
+        return text[: max(1, len(text) // 3)].encode("ascii"), True
+    return text.encode("ascii"), False
+
+
+# ----- Stability AI on Bedrock (Stable Diffusion 3.5 Large, Stable Image Core / Ultra / Inpaint) -------
+
+# Output sizes by aspect ratio (Stable Diffusion 3.5 Large's 1-megapixel table; used for every model here).
+STABILITY_SIZES = {
+    "1:1": (1024, 1024),
+    "16:9": (1344, 768),
+    "9:16": (768, 1344),
+    "21:9": (1536, 640),
+    "9:21": (640, 1536),
+    "3:2": (1216, 832),
+    "2:3": (832, 1216),
+    "5:4": (1088, 896),
+    "4:5": (896, 1088),
+}
+_STABILITY_COMMON = {"prompt", "negative_prompt", "seed", "output_format"}
+_STABILITY_KEYS = {
+    "sd3.5": _STABILITY_COMMON | {"mode", "aspect_ratio", "image", "strength"},
+    "core": _STABILITY_COMMON | {"mode", "aspect_ratio"},
+    "ultra": _STABILITY_COMMON | {"mode", "aspect_ratio"},
+    "inpaint": _STABILITY_COMMON | {"image", "mask", "grow_mask", "style_preset"},
+}
+
+
+def stability_kind(model_id: str) -> str | None:
+    """The Stability model a Bedrock model id names, or None (then it is Nova Canvas)."""
+    name = model_id.lower()
+    if "stability." not in name:
+        return None
+    for marker, kind in (("sd3-5", "sd3.5"), ("inpaint", "inpaint"), ("ultra", "ultra"), ("core", "core")):
+        if marker in name:
+            return kind
+    raise ApiError(404, "The provided model identifier is invalid.")
+
+
+@dataclass
+class StabilityRequest:
+    kind: str
+    doc: dict[str, Any]
+    prompt: str
+    directive: Fault | None
+
+
+def read_stability(kind: str, doc: Mapping[str, Any]) -> StabilityRequest:
+    """The request held to the model's JSON schema: known keys only, a 1-10,000 character prompt."""
+    extra = sorted(set(doc) - _STABILITY_KEYS[kind])
+    if extra:
+        raise ApiError(400, f"Malformed input request: #: extraneous key [{extra[0]}] is not permitted.")
+    raw = doc.get("prompt")
+    if not isinstance(raw, str) or not 1 <= len(raw) <= 10_000:
+        raise ApiError(400, "Malformed input request: #/prompt: expected a string of 1-10000 characters.")
+    for key in ("negative_prompt",):
+        if key in doc and (not isinstance(doc[key], str) or len(doc[key]) > 10_000):
+            raise ApiError(400, f"Malformed input request: #/{key}: expected a string of at most 10000.")
+    seed = doc.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 4_294_967_294:
+        raise ApiError(400, "Malformed input request: #/seed: expected an integer from 0 to 4294967294.")
+    if doc.get("output_format", "png") not in ("png", "jpeg"):
+        raise ApiError(400, "Malformed input request: #/output_format: png or jpeg.")
+    prompt, directive = parse_directives(raw)
+    return StabilityRequest(kind, dict(doc), prompt, directive)
+
+
+def _stability_image(value: Any, param: str) -> Image.Image:
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"Malformed input request: #/{param}: expected a base64 string.")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"Malformed input request: #/{param} is not valid base64.") from None
+    img = open_image(param, None, data)
+    if min(img.size) < 64 or img.width * img.height > 9_437_184:
+        raise ApiError(400, f"The {param} must have sides of at least 64 and at most 9,437,184 pixels.")
+    return img
+
+
+def _stability_generation(request: StabilityRequest, seed: str) -> Image.Image:
+    doc = request.doc
+    if doc.get("mode", "text-to-image") != "text-to-image" or "image" in doc or "strength" in doc:
+        return _image_to_image(request, seed)
+    ratio = doc.get("aspect_ratio", "1:1")
+    if ratio not in STABILITY_SIZES:
+        raise ApiError(400, f"Malformed input request: #/aspect_ratio: {ratio!r} is not a valid enum value.")
+    width, height = STABILITY_SIZES[ratio]
+    return draw_image(request.prompt, seed, 0, width, height, False)
+
+
+def _image_to_image(request: StabilityRequest, seed: str) -> Image.Image:
+    doc = request.doc
+    if request.kind != "sd3.5" or doc.get("mode") != "image-to-image":
+        raise ApiError(400, "Malformed input request: #/mode: image-to-image needs mode, image and strength.")
+    if "aspect_ratio" in doc:
+        raise ApiError(400, "Malformed input request: aspect_ratio is for text-to-image only.")
+    image = _stability_image(doc.get("image"), "image")
+    strength = doc.get("strength")
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 <= strength <= 1:
+        raise ApiError(400, "Malformed input request: #/strength: expected a number from 0 to 1.")
+    return vary_image(image, f"{seed}{request.prompt}{strength}", 0, image.width, image.height)
+
+
+def _stability_inpaint(request: StabilityRequest, seed: str) -> Image.Image:
+    from PIL import Image as PILImage
+
+    doc = request.doc
+    image = _stability_image(doc.get("image"), "image")
+    if "mask" in doc:
+        stability_mask = _stability_image(doc["mask"], "mask")
+        if stability_mask.size != image.size:
+            raise ApiError(400, "The mask must have the same size as the image.")
+        # Stability: white = inpaint here; as OpenAI's mask, white becomes alpha 0.
+        mask = PILImage.new("RGBA", image.size, (0, 0, 0, 255))
+        mask.putalpha(stability_mask.convert("L").point(lambda v: 0 if v >= 128 else 255))
+    elif image.mode in ("RGBA", "LA"):
+        mask = None  # the image's own transparency
+    else:
+        raise ApiError(400, "Malformed input request: a mask, or an image with alpha, is required.")
+    grow = doc.get("grow_mask", 5)
+    if isinstance(grow, bool) or not isinstance(grow, int) or not 0 <= grow <= 20:
+        raise ApiError(400, "Malformed input request: #/grow_mask: expected an integer from 0 to 20.")
+    return edit_image(request.prompt, seed, 0, image.width, image.height, [image.convert("RGB")], mask, False)
+
+
+def stability_answer(model_id: str, request: StabilityRequest, fault: Fault | None) -> tuple[bytes, bool]:
+    """(body, whether the fault spoiled it): one image, `{"seeds", "finish_reasons", "images"}`."""
+    seed = f"{model_id}\x00{request.doc.get('seed', '')}"
+    if request.kind == "inpaint":
+        picture = _stability_inpaint(request, seed)
+    else:
+        picture = _stability_generation(request, seed)
+    fmt = request.doc.get("output_format", "png")
+    encoded = base64.b64encode(encode_image(picture, fmt, None)).decode("ascii")
+    if fault is not None and fault.truncated_b64:
+        encoded = truncate_b64(encoded)
+    text = json.dumps({"seeds": [request.doc.get("seed", 0)], "finish_reasons": [None], "images": [encoded]})
     if fault is not None and fault.malformed_json:
         return text[: max(1, len(text) // 3)].encode("ascii"), True
     return text.encode("ascii"), False

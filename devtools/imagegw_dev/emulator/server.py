@@ -366,7 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"event: {name}\ndata: {data}\n\n".encode())
             self.wfile.flush()
 
-    # ----- Amazon Bedrock (Nova Canvas) -----------------------------------------------------------
+    # ----- Amazon Bedrock (Nova Canvas, Stability AI) ------------------------------------------------
 
     def _send_bedrock_error(self, status: int, message: str | None = None) -> None:
         body, code = bedrock_wire.error_answer(status, message)
@@ -390,7 +390,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if not isinstance(doc, dict):
                 raise ApiError(400, "Malformed input request: the body must be a JSON object.")
-            self._nova(model_id, doc)
+            kind = bedrock_wire.stability_kind(model_id)
+            if kind is None:
+                self._nova(model_id, doc)
+            else:
+                self._stability(model_id, kind, doc)
         except ApiError as exc:
             if not self._headers_sent:
                 self._send_bedrock_error(exc.status, exc.message)
@@ -407,6 +411,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_bytes(200, payload, "application/json")
         else:
             self._send_bytes(200, payload, "application/json", {"x-amzn-RequestId": self.request_id})
+
+    def _stability(self, model_id: str, kind: str, doc: dict[str, Any]) -> None:
+        request = bedrock_wire.read_stability(kind, doc)
+        fault = self.emulator._next_fault(request.directive)
+        if self._apply_fault(fault, lambda f, status: ApiError(status, f.message or "")):
+            return
+        payload, spoiled = bedrock_wire.stability_answer(model_id, request, fault)
+        headers = {} if spoiled else {"x-amzn-RequestId": self.request_id}
+        self._send_bytes(200, payload, "application/json", headers)
 
 
 class Emulator:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
+import os
 import re
 import threading
 import time
@@ -18,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from imagegw_dev.local_stack.functions import FunctionPool, function_pool
 from imagegw_dev.local_stack.template_values import template_number
-from imagegw_dev.template import resources
+from imagegw_dev.template import NO_VALUE, evaluate, parameter_values, resources
 
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
 API_GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
@@ -152,10 +153,17 @@ class ApiGateway:
         routes: list[ApiRoute],
         binary_types: list[str],
         gateway_responses: dict[str, Any] | None = None,
+        template: dict[str, Any] | None = None,
     ) -> None:
         self.routes = routes
         self.binary_types = binary_types
         self.gateway_responses = gateway_responses or {}
+        # What the gateway responses' conditions read: the parameters' defaults, and CorsAllowOrigins as
+        # `IMAGEGW_CORS_ALLOW_ORIGINS=... make dev` sets it.
+        self.template = template or {}
+        self.parameters = parameter_values(
+            self.template, {"CorsAllowOrigins": os.environ.get("IMAGEGW_CORS_ALLOW_ORIGINS", "")}
+        )
 
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
@@ -219,8 +227,11 @@ class ApiGateway:
             if rendered:
                 body = str(rendered).replace("$context.error.messageString", json.dumps(message))
             mapped = ((custom.get("ResponseParameters") or {}).get("Headers")) or {}
-            for name, source in mapped.items():
-                value = _mapped_header(str(source), request_id, request_headers or {})
+            for name, expression in mapped.items():
+                source = evaluate(expression, self.template, self.parameters)
+                if source is NO_VALUE or not isinstance(source, str):
+                    continue  # a header the template's conditions leave out
+                value = _mapped_header(source, request_id, request_headers or {})
                 if value is not None:
                     headers[str(name)] = value
         return status, headers, body.encode()

@@ -69,7 +69,8 @@ class LocalStack:
 
         from imagegw_dev.local_routes import local_routes
 
-        routes_doc, credentials = local_routes(upstream_url, upstream_key)
+        bedrock_url = self.emulator.base_url if self.emulator is not None else None
+        routes_doc, credentials = local_routes(upstream_url, upstream_key, bedrock_url)
         self.resources = create_resources(template, endpoint, credentials)
         state_dir = self.config.state_dir or (self.root / ".imagegw")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ class LocalStack:
     def _serve_api(self, template: dict[str, Any]) -> None:
         """The API Gateway front on the configured host and port, its functions warmed up."""
         routes, binary_types = api_routes(template, self.root)
-        gateway = ApiGateway(routes, binary_types, gateway_responses(template))
+        gateway = ApiGateway(routes, binary_types, gateway_responses(template), template)
         self.pools = {r.function.name: r.function for r in routes}
         for pool in self.pools.values():
             pool.warm()  # import once up front, as a provisioned container would

@@ -11,14 +11,20 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 
+from imagegw import cors
 from imagegw.domain import ApiResponse, HttpRequest, Operation
 from imagegw.errors import ApiError, NotFound, to_error_response
 from imagegw.observability import logger, metrics, tracer
-from imagegw.service import ImageService
+
+if TYPE_CHECKING:
+    from imagegw.model_listing import ModelListing
+    from imagegw.service import ImageService
+
+T = TypeVar("T")
 
 # The API's endpoints by the name each handler file uses: (method, path, operation for image requests).
 ENDPOINTS: dict[str, tuple[str, str, Operation | None]] = {
@@ -26,25 +32,33 @@ ENDPOINTS: dict[str, tuple[str, str, Operation | None]] = {
     "edits": ("POST", "/v1/images/edits", "edits"),
     "variations": ("POST", "/v1/images/variations", "variations"),
     "job_status": ("GET", "/v1/images/jobs/<job_id>", None),
+    "models": ("GET", "/v1/models", None),
 }
+# More paths an endpoint's function serves: the models function answers both paths of one resource (the
+# same code and warm container; a second function would only add a cold start).
+MORE_PATHS: dict[str, tuple[tuple[str, str], ...]] = {"models": (("GET", "/v1/models/<model>"),)}
+
+
+def paths_of(endpoint: str) -> tuple[tuple[str, str], ...]:
+    """Every (method, path) the endpoint's function serves."""
+    method, path, _ = ENDPOINTS[endpoint]
+    return ((method, path), *MORE_PATHS.get(endpoint, ()))
 
 
 def create_app(
-    service_factory: Callable[[], ImageService], endpoints: Iterable[str] = tuple(ENDPOINTS)
+    service_factory: Callable[[], ImageService],
+    endpoints: Iterable[str] = tuple(ENDPOINTS),
+    listing_factory: Callable[[], ModelListing] | None = None,
 ) -> APIGatewayRestResolver:
-    """`service_factory` is called once, on the first request, so importing a handler makes no AWS call."""
+    """`service_factory` (and `listing_factory`, for the models endpoint) are called once, on first use,
+    so importing a handler makes no AWS call."""
     app = APIGatewayRestResolver()
-    service_box: list[ImageService] = []
-
-    def service() -> ImageService:
-        if not service_box:
-            service_box.append(service_factory())
-        return service_box[0]
+    service = _once(service_factory)
+    listing = _once(listing_factory or _no_listing)
 
     def image_request(operation: Operation) -> Callable[[], Response]:
         def serve_operation() -> Response:
-            http = http_request(app.current_event.raw_event)
-            logger.append_keys(request_id=http.request_id, path=http.path)
+            http = _begin(app)
             context = app.lambda_context
             remaining = context.get_remaining_time_in_millis if context else (lambda: 900_000)
             return to_response(service().handle(operation, http, remaining), http.request_id)
@@ -52,14 +66,53 @@ def create_app(
         return serve_operation
 
     def job_status(job_id: str) -> Response:
-        http = http_request(app.current_event.raw_event)
-        logger.append_keys(request_id=http.request_id, path=http.path, job_id=job_id)
+        http = _begin(app, job_id=job_id)
         return to_response(service().job_status(http, job_id), http.request_id)
 
-    for name in endpoints:
-        method, path, operation = ENDPOINTS[name]
-        app.route(path, method)(image_request(operation) if operation else job_status)
+    def list_models() -> Response:
+        http = _begin(app)
+        return to_response(listing().list(http), http.request_id)
 
+    def retrieve_model(model: str) -> Response:
+        http = _begin(app)
+        return to_response(listing().retrieve(http, model), http.request_id)
+
+    views: dict[str, Callable[..., Response]] = {
+        "job_status": job_status,
+        "models": list_models,
+        "/v1/models/<model>": retrieve_model,
+    }
+    for name in endpoints:
+        for method, path in paths_of(name):
+            operation = ENDPOINTS[name][2] if path == ENDPOINTS[name][1] else None
+            view = image_request(operation) if operation else views.get(path) or views[name]
+            app.route(path, method)(view)
+    _error_handlers(app)
+    return app
+
+
+def _once(factory: Callable[[], T]) -> Callable[[], T]:
+    box: list[T] = []
+
+    def get() -> T:
+        if not box:
+            box.append(factory())
+        return box[0]
+
+    return get
+
+
+def _no_listing() -> ModelListing:
+    raise NotFound("This function does not serve the models endpoint.", code="unknown_url")
+
+
+def _begin(app: APIGatewayRestResolver, **keys: str) -> HttpRequest:
+    http = http_request(app.current_event.raw_event)
+    logger.append_keys(request_id=http.request_id, path=http.path, **keys)
+    return http
+
+
+def _error_handlers(app: APIGatewayRestResolver) -> None:
     @app.not_found
     def not_found(_: Exception) -> Response:
         event = app.current_event
@@ -77,8 +130,6 @@ def create_app(
             body=json.dumps(mapped.body),
             headers={**mapped.headers, "x-request-id": request_id},
         )
-
-    return app
 
 
 def to_response(api: ApiResponse, request_id: str) -> Response:
@@ -135,10 +186,20 @@ def base_url_of(event: dict[str, Any], headers: dict[str, str]) -> str:
     return f"{scheme.split(',')[0].strip()}://{host}{prefix.rstrip('/')}"
 
 
-def serve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Resolve one API Gateway event and write the access log line (never the key, prompt or bytes)."""
+def serve(
+    app: APIGatewayRestResolver,
+    event: dict[str, Any],
+    context: Any,
+    cors_origins: frozenset[str] = frozenset(),
+    methods: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Resolve one API Gateway event (a CORS preflight is answered here) and write the access log line
+    (never the key, prompt or bytes)."""
     started = time.monotonic()
-    result = app.resolve(event, context)
+    if cors.is_preflight(event):
+        result = cors.preflight(event, cors_origins, methods)
+    else:
+        result = cors.add_cors_headers(event, app.resolve(event, context), cors_origins)
     status = int(result.get("statusCode", 500))
     latency_ms = int((time.monotonic() - started) * 1000)
     headers = result.get("multiValueHeaders") or {}  # the REST resolver answers multi-value headers only
@@ -164,15 +225,16 @@ def make_api_handler(endpoint: str) -> Callable[[dict[str, Any], Any], dict[str,
     from aws_lambda_powertools.logging import correlation_paths
 
     from imagegw.settings import Settings
-    from imagegw.wiring import build_service
+    from imagegw.wiring import build_model_listing, build_service
 
     settings = Settings.from_env()
-    app = create_app(lambda: build_service(settings), [endpoint])
+    app = create_app(lambda: build_service(settings), [endpoint], lambda: build_model_listing(settings))
+    methods = {method for method, _ in paths_of(endpoint)}
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
     @tracer.capture_lambda_handler(capture_response=False)  # no base64 images or presigned URLs in traces
     @metrics.log_metrics
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return serve(app, event, context)
+        return serve(app, event, context, settings.cors_origins, methods)
 
     return lambda_handler

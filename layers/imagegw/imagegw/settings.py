@@ -7,6 +7,7 @@ Every field maps one to one to an environment variable that `template.yaml` sets
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 
@@ -51,6 +52,9 @@ class Settings:
     def max_request_input_bytes(self) -> int:
         return self.max_request_input_mb * 1024 * 1024
 
+    # Browser origins allowed to call the API (CORS), comma-separated `https://host[:port]`; empty: none.
+    cors_allow_origins: str = ""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -70,7 +74,19 @@ class Settings:
         settings._check()
         return settings
 
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return frozenset(
+            o.strip().rstrip("/").lower() for o in self.cors_allow_origins.split(",") if o.strip()
+        )
+
     def _check(self) -> None:
+        for origin in self.cors_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise SettingsError(
+                    f"IMAGEGW_CORS_ALLOW_ORIGINS: {origin!r} is not an origin like https://app.example.com "
+                    "(scheme and host, optional port; no path, no wildcard)"
+                )
         if self.url_ttl_seconds <= 0 or self.url_ttl_seconds > 7 * 24 * 3600:
             raise SettingsError("IMAGEGW_URL_TTL_SECONDS must be between 1 and 604800")
         if self.max_attempts < 1:
@@ -85,6 +101,9 @@ class Settings:
             )
         if self.max_jobs_in_flight < 1:
             raise SettingsError("IMAGEGW_MAX_JOBS_IN_FLIGHT must be at least 1")
+
+
+_ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:\d{1,5})?")
 
 
 def env_name(field_name: str) -> str:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from imagegw.jobs.submission import AsyncJobs
     from imagegw.jobs.worker import JobWorker
+    from imagegw.model_listing import ModelListing
 
 
 def register_snapstart_hooks() -> bool:
@@ -65,6 +66,19 @@ def build_service(settings: Settings) -> ImageService:
         ),
         store=store,
         jobs=build_async_jobs(settings, catalog, store),
+    )
+
+
+def build_model_listing(settings: Settings) -> ModelListing:
+    """GET /v1/models: the catalog, the key table (authentication only) and the routes document."""
+    from imagegw.model_listing import ModelListing
+    from imagegw.upstream import PROVIDER_TYPES
+    from imagegw.upstream.config import RoutesSource
+
+    session = boto_session()
+    source = RoutesSource(settings.routes_source, PROVIDER_TYPES, ssm_client=session.client("ssm"))
+    return ModelListing(
+        Catalog.load(), Accounts.from_settings(settings, session.resource("dynamodb")), source.get
     )
 
 

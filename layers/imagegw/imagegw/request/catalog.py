@@ -27,7 +27,9 @@ DEFAULT_PATH = Path(__file__).with_name("models.json")
 # `user` is NOT in this set: it is forwarded as-is (its purpose is upstream abuse monitoring).
 GATEWAY_PARAMS: frozenset[str] = frozenset({"response_format", "stream", "partial_images"})
 
-PARAM_TYPES = frozenset({"string", "integer", "boolean", "enum", "size", "object"})
+PARAM_TYPES = frozenset({"string", "integer", "number", "boolean", "enum", "size", "object"})
+# A `*` route serves a model only through a provider of one of these types (catalog `upstream_types`).
+DEFAULT_UPSTREAM_TYPES: frozenset[str] = frozenset({"openai", "azure"})
 
 
 class CatalogError(ValueError):
@@ -52,8 +54,8 @@ class ParamSpec:
     name: str
     type: str
     values: tuple[Any, ...] = ()
-    min: int | None = None
-    max: int | None = None
+    min: float | None = None  # an int for type integer
+    max: float | None = None
     max_length: int | None = None
     required: bool = False
     default: Any = None
@@ -94,6 +96,17 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """How GET /v1/models shows a model, and which provider types serve it natively."""
+
+    created: int = 0
+    owned_by: str = "system"
+    retired: str | None = None  # the date the name's own upstream retired it; served by translation since
+    upstream_types: frozenset[str] = DEFAULT_UPSTREAM_TYPES
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str  # the name the client used (a dated snapshot keeps its own name)
     gpt: bool  # GPT image family: usage + top-level background/output_format/quality/size in responses
@@ -104,6 +117,7 @@ class ModelSpec:
     params: Mapping[str, Mapping[str, ParamSpec]] = field(default_factory=dict, compare=False)
     inputs: Mapping[str, Inputs] = field(default_factory=dict, compare=False)
     _names: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
+    listing: Listing = field(default_factory=lambda: Listing(), compare=False)
 
     def serves(self, operation: str) -> bool:
         return operation in self.endpoints
@@ -182,6 +196,10 @@ class Catalog:
     def names(self) -> list[str]:
         return list(self._models)
 
+    def entry(self, name: str) -> ModelSpec | None:
+        """The catalog entry named exactly `name` (no alias or snapshot resolution)."""
+        return self._models.get(name)
+
     def serving(self, operation: str) -> list[str]:
         return [name for name, spec in self._models.items() if spec.serves(operation)]
 
@@ -198,7 +216,7 @@ def _flatten(name: str, raw_models: Mapping[str, Any], seen: tuple[str, ...]) ->
         flat = copy.deepcopy(entry)
     else:
         flat = _flatten(parent_name, raw_models, (*seen, name))
-        for key in ("snapshot_pattern", "aliases"):  # identity is never inherited
+        for key in ("snapshot_pattern", "aliases", "retired"):  # identity is never inherited
             flat.pop(key, None)
         for key, value in entry.items():
             if key in ("params", "inputs"):
@@ -233,6 +251,13 @@ def _build(name: str, flat: Mapping[str, Any]) -> ModelSpec:
             params=per_op,
             inputs=inputs,
             _names={op: frozenset(ps) for op, ps in per_op.items()},
+            listing=Listing(
+                created=int(flat.get("created", 0)),
+                owned_by=str(flat.get("owned_by", "system")),
+                retired=flat.get("retired"),
+                upstream_types=frozenset(flat.get("upstream_types", DEFAULT_UPSTREAM_TYPES)),
+                aliases=tuple(flat.get("aliases", ())),
+            ),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise CatalogError(f"model {name!r} is malformed: {exc!r}") from exc

@@ -18,8 +18,9 @@ Defaults (the OpenAI Images API reference's, made precise; all of them are catal
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from imagegw.domain import ImageFile, ImageRequest, RawRequest
@@ -159,10 +160,8 @@ def _check_param(spec: ParamSpec, value: Any, *, text: bool) -> Any:
             )
             raise InvalidRequest(message, param=name, code=spec.max_code)
         return number
-    if spec.type == "boolean":
-        return _as_bool(name, value, text)
-    if spec.type == "object":
-        return _check_object(spec, value, text=text)
+    if spec.type in ("number", "boolean", "object"):
+        return _TYPE_CHECKS[spec.type](spec, value, text)
     if not isinstance(value, str):
         raise invalid_type(name, "a string", value)
     if spec.type == "string":
@@ -201,6 +200,36 @@ def _check_param(spec: ParamSpec, value: Any, *, text: bool) -> Any:
     raise invalid_value(name, value, spec.values)
 
 
+def _check_number(spec: ParamSpec, value: Any, *, text: bool) -> float:
+    """A JSON number (multipart: its text) within min..max."""
+    name = spec.name
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif text and isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise invalid_type(name, "a number", value)
+    if spec.min is not None and number < spec.min:
+        raise InvalidRequest(
+            f"Invalid '{name}': number below minimum value. Expected a value >= {_num(spec.min)}, "
+            f"but got {_num(number)} instead.",
+            param=name,
+            code="decimal_below_min_value",
+        )
+    if spec.max is not None and number > spec.max:
+        raise InvalidRequest(
+            f"Invalid '{name}': number above maximum value. Expected a value <= {_num(spec.max)}, "
+            f"but got {_num(number)} instead.",
+            param=name,
+            code="decimal_above_max_value",
+        )
+    return number
+
+
 def _check_object(spec: ParamSpec, value: Any, *, text: bool) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid_type(spec.name, "an object", value)
@@ -218,6 +247,13 @@ def _check_object(spec: ParamSpec, value: Any, *, text: bool) -> dict[str, Any]:
         if sub.required and key not in checked:
             raise missing(sub.name)
     return checked
+
+
+_TYPE_CHECKS: dict[str, Callable[[ParamSpec, Any, bool], Any]] = {
+    "number": lambda spec, value, text: _check_number(spec, value, text=text),
+    "boolean": lambda spec, value, text: _as_bool(spec.name, value, text),
+    "object": lambda spec, value, text: _check_object(spec, value, text=text),
+}
 
 
 def _check_custom_size(size: str, width: int, height: int, rule: SizeRule) -> None:

@@ -1,4 +1,6 @@
-"""Amazon Bedrock: Amazon Nova Canvas over `bedrock-runtime` InvokeModel (provider type `bedrock`).
+"""Amazon Bedrock: Amazon Nova Canvas and Stability AI's models (`upstream/stability.py`) over
+`bedrock-runtime` InvokeModel (provider type `bedrock`). A route model naming `stability.` gets
+Stability's body; any other gets Nova Canvas's (below).
 
     "providers": {"bedrock": {"type": "bedrock", "region": "us-east-1"}}
     "models": {"dall-e-2": [{"provider": "bedrock", "model": "amazon.nova-canvas-v1:0"}]}
@@ -55,7 +57,8 @@ from imagegw.upstream.failures import (
     UpstreamRejected,
 )
 from imagegw.upstream.providers import ProviderContext
-from imagegw.upstream.translation import fit_to
+from imagegw.upstream.stability import StabilityRequest, stability_kind
+from imagegw.upstream.translation import convert_format, fit_to
 from imagegw.upstream.wire import decode_image_b64, scrub
 
 CLIENT_KEY = "bedrock-runtime"
@@ -332,6 +335,9 @@ class NovaRequest:
             batch += 1
         return out
 
+    def parse(self, payload: bytes) -> list[bytes]:
+        return parse_answer(payload)
+
     def finish(self, data: bytes) -> bytes:
         """A Nova image (PNG) at the client's size and in the client's format."""
         if self.resize_to is not None:
@@ -339,23 +345,6 @@ class NovaRequest:
         if self.output_format in ("jpeg", "webp"):
             data = convert_format(data, self.output_format, self.params.get("output_compression"))
         return data
-
-
-def convert_format(data: bytes, fmt: str, compression: Any = None) -> bytes:
-    """PNG bytes as JPEG or WebP (quality = output_compression when given, else 92)."""
-    from PIL import UnidentifiedImageError
-
-    quality = compression if isinstance(compression, int) and not isinstance(compression, bool) else 92
-    try:
-        with open_within_budget(data) as img:
-            out = io.BytesIO()
-            if fmt == "jpeg":
-                img.convert("RGB").save(out, format="JPEG", quality=max(1, min(100, quality)))
-            else:
-                img.save(out, format="WEBP", quality=max(1, min(100, quality)))
-    except (ImageUnreadable, UnidentifiedImageError, OSError, ValueError):
-        raise UpstreamMalformed("The upstream returned an image that could not be decoded.") from None
-    return out.getvalue()
 
 
 def parse_answer(body: bytes) -> list[bytes]:
@@ -486,14 +475,19 @@ class BedrockProvider:
         markup: ImageFile | None = None,
     ) -> UpstreamResult:
         deadline = time.monotonic() + timeout
-        plan = NovaRequest(operation, params, images, mask)
+        kind = stability_kind(model)
+        plan: NovaRequest | StabilityRequest = (
+            NovaRequest(operation, params, images, mask)
+            if kind is None
+            else StabilityRequest(kind, operation, params, images, mask)
+        )
         generated: list[GeneratedImage] = []
         try:
             for body in plan.bodies():
                 left = deadline - time.monotonic()
                 if left < MIN_TIMEOUT_S:
                     raise TransientFailure("The upstream did not answer in time.", timed_out=True)
-                for data in self._invoke(model, body, left):
+                for data in plan.parse(self._invoke(model, body, left)):
                     generated.append(GeneratedImage(plan.finish(data)))
         except UpstreamFailure as exc:
             exc.sent = exc.sent or bool(generated)  # an earlier call of the plan produced (billed) images
@@ -501,7 +495,7 @@ class BedrockProvider:
         meta: dict[str, Any] = {"output_format": plan.output_format}
         return UpstreamResult(images=generated, usage=None, meta=meta)
 
-    def _invoke(self, model: str, body: Mapping[str, Any], timeout: float) -> list[bytes]:
+    def _invoke(self, model: str, body: Mapping[str, Any], timeout: float) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         client = self._client(timeout)
@@ -536,7 +530,7 @@ class BedrockProvider:
                     "The upstream could not be reached or dropped the connection."
                 ) from None
             raise RouteFault(f"Calling Bedrock failed ({name}).") from None
-        return parse_answer(payload)
+        return bytes(payload)
 
 
 def _is_timeout(exc: BaseException) -> bool:

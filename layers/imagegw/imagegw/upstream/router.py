@@ -101,7 +101,7 @@ class Router:
 
     def _ordered_routes(self, table: _Table, request: ImageRequest) -> list[Route]:
         """The routes serving this model and operation, in failover order, those cooling down last."""
-        candidates = table.config.routes_for(request.model, request.operation)
+        candidates = table.config.routes_for(self._routed_name(table, request.model), request.operation)
         if not candidates:
             logger.error(
                 "no upstream route for model", extra={"model": request.model, "operation": request.operation}
@@ -116,6 +116,17 @@ class Router:
                 extra={"upstream_route": routes[0].label},
             )
         return routes
+
+    def _routed_name(self, table: _Table, model: str) -> str:
+        """A Bedrock-id alias (`stability.sd3-5-large-v1:0`) takes its catalog entry's routes unless the
+        routes document names the alias itself; dated snapshots keep their own name (the `*` routes)."""
+        if model in table.config.models:
+            return model
+        try:
+            spec = self._catalog.get(model)
+        except ApiError:
+            return model
+        return spec.canonical if model in spec.listing.aliases else model
 
     def _try_route(
         self, table: _Table, route: Route, plan: Plan, deadline: float, tally: _Tally

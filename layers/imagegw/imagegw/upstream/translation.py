@@ -156,6 +156,25 @@ def fit_to(data: bytes, size: tuple[int, int]) -> bytes:
     return out.getvalue()
 
 
+def convert_format(data: bytes, fmt: str, compression: Any = None) -> bytes:
+    """PNG bytes as JPEG or WebP (quality = output_compression when given, else 92)."""
+    from PIL import UnidentifiedImageError
+
+    from imagegw.images import ImageUnreadable, open_within_budget
+
+    quality = compression if isinstance(compression, int) and not isinstance(compression, bool) else 92
+    try:
+        with open_within_budget(data) as img:  # an upstream's image: decoded only within the budget
+            out = io.BytesIO()
+            if fmt == "jpeg":
+                img.convert("RGB").save(out, format="JPEG", quality=max(1, min(100, quality)))
+            else:
+                img.save(out, format="WEBP", quality=max(1, min(100, quality)))
+    except (ImageUnreadable, UnidentifiedImageError, OSError, ValueError):
+        raise UpstreamMalformed("The upstream returned an image that could not be decoded.") from None
+    return out.getvalue()
+
+
 def _spec(catalog: Catalog, model: str) -> ModelSpec | None:
     try:
         return catalog.get(model)
