@@ -13,7 +13,7 @@ from imagegw.accounts.admission import Admission
 from imagegw.accounts.quota import Hold
 from imagegw.domain import Caller, HttpRequest, ImageFile, ImageRequest, RawRequest
 from imagegw.errors import InvalidRequest, ServiceUnavailable
-from imagegw.jobs.submission import AsyncJobs, new_job_id, prefers_async
+from imagegw.jobs.submission import AsyncJobs, new_job_id
 from imagegw.request.catalog import Catalog
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -34,7 +34,7 @@ CALLER = Caller(key_hash="h" * 64, key_id="key_0123456789abcdef", display="sk-ab
 )
 def test_prefer_header(header, expected):
     headers = {"prefer": header} if header else {}
-    assert prefers_async(headers) is expected
+    assert HttpRequest("POST", "/v1/images/generations", headers, b"", "req_1").respond_async is expected
 
 
 class FakeJobs:

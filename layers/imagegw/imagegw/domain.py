@@ -27,6 +27,18 @@ class HttpRequest:
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
 
+    @property
+    def authorization(self) -> str | None:
+        return self.headers.get("authorization")
+
+    @property
+    def respond_async(self) -> bool:
+        """RFC 7240: `Prefer: respond-async` (among other comma-separated preferences, any case)."""
+        for preference in self.headers.get("prefer", "").split(","):
+            if preference.split(";")[0].split("=")[0].strip().lower() == "respond-async":
+                return True
+        return False
+
 
 @dataclass
 class ApiResponse:

@@ -35,7 +35,7 @@ class ModelListing:
         self._routes = routes  # the current routes document (an SSM source refreshes)
 
     def list(self, http: HttpRequest) -> ApiResponse:
-        caller = self._accounts.authenticate(http.headers.get("authorization"))
+        caller = self._accounts.authenticate(http.authorization)
         config = self._config()
         data = [
             model_object(spec, name, config)
@@ -48,7 +48,7 @@ class ModelListing:
 
     def retrieve(self, http: HttpRequest, model: str) -> ApiResponse:
         name = unquote(model)
-        caller = self._accounts.authenticate(http.headers.get("authorization"))
+        caller = self._accounts.authenticate(http.authorization)
         if len(name) > MAX_NAME:
             raise ModelNotFound(name[:MAX_NAME] + "...")
         try:

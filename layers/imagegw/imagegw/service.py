@@ -17,7 +17,7 @@ from imagegw.delivery.render import Delivery, deliver
 from imagegw.delivery.storage import ImageStore
 from imagegw.domain import ApiResponse, HttpRequest, ImageRequest, Operation, RawRequest, UpstreamResult
 from imagegw.errors import ApiError, NotFound, RequestTooLarge, ServiceUnavailable, UpstreamTimeout
-from imagegw.jobs.submission import new_job_id, prefers_async
+from imagegw.jobs.submission import new_job_id
 from imagegw.observability import logger
 from imagegw.request.catalog import Catalog
 from imagegw.request.image_urls import resolve_image_urls
@@ -53,7 +53,7 @@ class ImageService:
     jobs: AsyncJobs | None = None  # `Prefer: respond-async` and GET /v1/images/jobs/{id}
 
     def handle(self, operation: Operation, http: HttpRequest, remaining_ms: Callable[[], int]) -> ApiResponse:
-        authorization = http.headers.get("authorization")
+        authorization = http.authorization
         credential = self.accounts.credential(authorization)  # 401 for a missing header: no AWS call
         try:
             raw = parse_request(operation, http)
@@ -62,7 +62,7 @@ class ImageService:
             self.accounts.authenticate(authorization)  # a bad key is told 401 before its body's 400
             raise
         logger.append_keys(model=request.model, operation=operation)
-        if prefers_async(http.headers):
+        if http.respond_async:
             return self._submit_job(credential, raw, request, http)
         deadline = time.monotonic() + min(
             self.settings.sync_deadline_seconds, remaining_ms() / 1000 - LAMBDA_SAFETY_MARGIN_S
@@ -167,7 +167,7 @@ class ImageService:
 
     def job_status(self, http: HttpRequest, job_id: str) -> ApiResponse:
         """GET /v1/images/jobs/{job_id}: only the key that submitted the job may read it."""
-        caller = self.accounts.authenticate(http.headers.get("authorization"))
+        caller = self.accounts.authenticate(http.authorization)
         if self.jobs is None:
             raise NotFound(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
         return self.jobs.status(caller, job_id)

@@ -45,15 +45,6 @@ if TYPE_CHECKING:
 INLINE_B64_MAX_BYTES = 3 * 1024 * 1024
 
 
-def prefers_async(headers: dict[str, str]) -> bool:
-    """RFC 7240: `Prefer: respond-async` (among other comma-separated preferences, any case)."""
-    for preference in headers.get("prefer", "").split(","):
-        name = preference.split(";")[0].split("=")[0].strip().lower()
-        if name == "respond-async":
-            return True
-    return False
-
-
 def new_job_id() -> str:
     return "job_" + secrets.token_hex(16)
 
