@@ -4,8 +4,9 @@ server on 127.0.0.1. 50 concurrent requests against a quota of 10 images admit e
 moto's server handles requests on many threads without a lock around DynamoDB's conditional updates, so
 two racing `ADD ... IF used <= max` can both pass inside moto (seen here: 11 of 100 admitted against a
 limit of 10). Real DynamoDB serializes writes to one item. The harness therefore runs moto's server with
-one lock around its WSGI app (requests still arrive concurrently over HTTP, moto answers them one at a
-time): that models DynamoDB's per-item guarantee, and the production code is unchanged.
+one lock around its WSGI app, as the local stack does (imagegw_dev.local_stack.moto_server): requests still
+arrive concurrently over HTTP, moto answers them one at a time. That models DynamoDB's per-item guarantee,
+and the production code is unchanged.
 """
 
 from __future__ import annotations
@@ -19,35 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 from helpers.aws import create_tables, running_moto
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import make_server
 
 from imagegw.accounts.admission import Accounts, Outcome
 from imagegw.accounts.keys import KeyStore
 from imagegw.domain import Caller, ImageRequest
 from imagegw.errors import ApiError
+from imagegw_dev.local_stack.moto_server import SerializedMotoServer
 
 REGION = "us-east-1"
 THREADS = 50
-
-
-class SerializedMotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer whose app answers one request at a time (see the module docstring)."""
-
-    def _server_entry(self) -> None:
-        app = DomainDispatcherApplication(create_backend_app)
-        lock = threading.Lock()
-
-        def serialized(environ, start_response):
-            with lock:
-                return list(app(environ, start_response))
-
-        self._server = make_server(
-            self._ip_address, self._port, serialized, True, request_handler=MotoRequestHandler
-        )
-        self._server_ready_event.set()
-        self._server.serve_forever()
 
 
 @pytest.fixture

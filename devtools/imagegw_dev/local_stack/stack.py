@@ -88,10 +88,10 @@ class LocalStack:
 
     def _start_moto(self) -> str:
         """moto's server on a free port, and this process's boto3 pointed at it; its endpoint URL."""
-        from moto.server import ThreadedMotoServer
+        from imagegw_dev.local_stack.moto_server import SerializedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-call access log drowns ours
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto = SerializedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         moto.start()
         self._stoppers.append(moto.stop)
         host, port = moto.get_host_and_port()
@@ -119,8 +119,7 @@ class LocalStack:
             pool.warm()  # import once up front, as a provisioned container would
 
         handler = type("Handler", (_HttpHandler,), {"gateway": gateway, "quiet": self.config.quiet})
-        self.http = ThreadingHTTPServer((self.config.host, self.config.port), handler)
-        self.http.daemon_threads = True
+        self.http = _ApiServer((self.config.host, self.config.port), handler)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
         self._stoppers.append(self.http.server_close)
         self._stoppers.append(self.http.shutdown)
@@ -180,3 +179,11 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _ApiServer(ThreadingHTTPServer):
+    """The local API's HTTP server. socketserver listens with a backlog of 5, so a burst of clients (the
+    SDK with a pool of connections, a load test) has connections reset before the first is accepted."""
+
+    request_queue_size = 128
+    daemon_threads = True
