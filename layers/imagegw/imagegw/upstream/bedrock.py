@@ -55,6 +55,7 @@ from imagegw.upstream.failures import (
     UpstreamFailure,
     UpstreamMalformed,
     UpstreamRejected,
+    is_timeout,
 )
 from imagegw.upstream.providers import ProviderContext
 from imagegw.upstream.stability import StabilityRequest, stability_kind
@@ -95,7 +96,6 @@ ROUTE_ERRORS = frozenset(
     }
 )
 REJECTED_ERRORS = frozenset({"ValidationException"})
-_TIMEOUT_ERRORS = ("ReadTimeoutError", "ConnectTimeoutError")
 _CONNECTION_ERRORS = (
     "EndpointConnectionError",
     "ConnectionClosedError",
@@ -520,7 +520,7 @@ class BedrockProvider:
             raise RouteFault("No AWS credentials to call Bedrock with.") from None
         except BotoCoreError as exc:
             name = type(exc).__name__
-            if name in _TIMEOUT_ERRORS or _is_timeout(exc):
+            if is_timeout(exc):
                 sent = name not in ("ConnectTimeoutError", "EndpointConnectionError")
                 raise TransientFailure(
                     "The upstream did not answer in time.", timed_out=True, sent=sent
@@ -531,20 +531,6 @@ class BedrockProvider:
                 ) from None
             raise RouteFault(f"Calling Bedrock failed ({name}).") from None
         return bytes(payload)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, TimeoutError) or type(item).__name__ in _TIMEOUT_ERRORS:
-            return True
-        stack.extend([item.__cause__, item.__context__])
-    return False
 
 
 def _credentials_of(client: Any) -> dict[str, Any]:

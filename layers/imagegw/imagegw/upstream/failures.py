@@ -14,6 +14,9 @@ from an exception that might carry a URL, a host or a key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 
 class UpstreamFailure(Exception):
     """Base: `status` is the upstream HTTP status when there was one.
@@ -91,3 +94,27 @@ class UpstreamRejected(UpstreamFailure):
         self.param = param
         self.code = code
         self.type = type
+
+
+# Timeouts as the HTTP and AWS clients name them when they wrap them in their own exception types.
+TIMEOUT_ERROR_NAMES = ("ReadTimeoutError", "ConnectTimeoutError")
+
+
+def chain_of(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it, once each: causes, contexts, and the exceptions clients keep in
+    their arguments or `reason` (urllib3's wrappers)."""
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        stack.extend([*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)])
+
+
+def is_timeout(exc: BaseException) -> bool:
+    return any(
+        isinstance(item, TimeoutError) or type(item).__name__ in TIMEOUT_ERROR_NAMES for item in chain_of(exc)
+    )

@@ -31,6 +31,8 @@ from imagegw.upstream.failures import (
     UpstreamFailure,
     UpstreamMalformed,
     UpstreamRejected,
+    chain_of,
+    is_timeout,
 )
 from imagegw.upstream.wire import check_image, classify_status, parse_json_images, parse_sse_images, scrub
 
@@ -39,7 +41,6 @@ MAX_BODY_BYTES = 256 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024
 DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
 USER_AGENT = "imagegw/0.1"
-_TIMEOUT_ERRORS = ("ReadTimeoutError", "ConnectTimeoutError")
 
 
 class Provider(Protocol):
@@ -93,39 +94,17 @@ def _remaining(deadline: float) -> float:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, requests.Timeout):
-        return True
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, TimeoutError) or type(item).__name__ in _TIMEOUT_ERRORS:
-            return True
-        stack.extend([*item.args, item.__cause__, item.__context__])
-    return False
+    return isinstance(exc, requests.Timeout) or is_timeout(exc)
 
 
 def _before_sending(exc: BaseException) -> bool:
     """The connection was never made (refused, unresolvable, connect timeout): nothing was sent."""
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(
-            item,
-            requests.ConnectTimeout
-            | urllib3.exceptions.NewConnectionError
-            | urllib3.exceptions.ConnectTimeoutError,
-        ):
-            return True
-        stack.extend([*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)])
-    return False
+    never_connected = (
+        requests.ConnectTimeout
+        | urllib3.exceptions.NewConnectionError
+        | urllib3.exceptions.ConnectTimeoutError
+    )
+    return any(isinstance(item, never_connected) for item in chain_of(exc))
 
 
 def _socket_of(response: requests.Response) -> socket.socket | None:
