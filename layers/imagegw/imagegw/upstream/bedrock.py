@@ -60,7 +60,7 @@ from imagegw.upstream.failures import (
 from imagegw.upstream.providers import ProviderContext
 from imagegw.upstream.stability import StabilityRequest, stability_kind
 from imagegw.upstream.translation import convert_format, fit_to
-from imagegw.upstream.wire import decode_image_b64, scrub
+from imagegw.upstream.wire import decode_image_b64, json_object, scrub
 
 CLIENT_KEY = "bedrock-runtime"
 MIN_SIDE = 320
@@ -349,12 +349,7 @@ class NovaRequest:
 
 def parse_answer(body: bytes) -> list[bytes]:
     """The images of a Nova Canvas answer `{"images": [b64...], "error"?: str}`."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise UpstreamMalformed("The upstream answer is not JSON.") from None
-    if not isinstance(doc, dict):
-        raise UpstreamMalformed("The upstream answer is not a JSON object.")
+    doc = json_object(body)
     items = doc.get("images")
     error = doc.get("error")
     if items is not None and not isinstance(items, list):

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from imagegw.domain import ImageFile, Operation
 from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
 from imagegw.upstream.translation import convert_format, fit_to
-from imagegw.upstream.wire import decode_image_b64, scrub
+from imagegw.upstream.wire import decode_image_b64, json_object, scrub
 
 ASPECT_RATIOS: dict[str, float] = {
     "1:1": 1.0,
@@ -230,12 +229,7 @@ class StabilityRequest:
 
 def parse_answer(body: bytes) -> list[bytes]:
     """The images of `{"images": [b64...], "finish_reasons": [...], "seeds": [...]}`."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise UpstreamMalformed("The upstream answer is not JSON.") from None
-    if not isinstance(doc, dict):
-        raise UpstreamMalformed("The upstream answer is not a JSON object.")
+    doc = json_object(body)
     reasons = doc.get("finish_reasons") or []
     if not isinstance(reasons, list):
         raise UpstreamMalformed("The upstream answer's finish_reasons are not a list.")

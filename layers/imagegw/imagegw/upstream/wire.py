@@ -92,13 +92,19 @@ class ParsedImages:
     meta: dict[str, Any]
 
 
-def parse_json_images(body: bytes) -> ParsedImages:
+def json_object(body: bytes) -> dict[str, Any]:
+    """An upstream answer's JSON object; UpstreamMalformed for anything else."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise UpstreamMalformed("The upstream answered with a body that is not valid JSON.") from None
     if not isinstance(doc, dict):
         raise UpstreamMalformed("The upstream answered with JSON that is not an object.")
+    return doc
+
+
+def parse_json_images(body: bytes) -> ParsedImages:
+    doc = json_object(body)
     if isinstance(doc.get("error"), dict) and not doc.get("data"):
         raise error_from_body(200, doc, {})
     data = doc.get("data")
