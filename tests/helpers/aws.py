@@ -7,6 +7,7 @@ resource or client, each listed table of the template under the given name, the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -16,7 +17,8 @@ from typing import Any
 import boto3
 import requests
 
-from imagegw_dev.local_stack import create_table
+from imagegw_dev.local_routes import local_routes
+from imagegw_dev.local_stack import create_resources, create_table
 from imagegw_dev.template import load_template, resources
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
@@ -64,3 +66,32 @@ def running_moto(server: Any) -> Iterator[str]:
     finally:
         requests.post(f"{url}/moto-api/reset", timeout=10)
         server.stop()
+
+
+@contextmanager
+def deployed_function_env(
+    emulator_url: str, upstream_key: str, routes_dir: Path, monkeypatch: Any, *, max_receive_count: int
+) -> Iterator[Any]:
+    """Fresh moto resources from template.yaml (under mock_aws) and the settings environment a deployed
+    function would get, with the shipped routes pointed at the emulator. Yields the local stack's resources.
+    One upstream attempt per route (an upstream 500 fails at once, with no backoff)."""
+    from moto import mock_aws
+
+    # An in-process local stack (tests/integration/conftest.py) points boto3 at its own moto server.
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        routes_doc, credentials = local_routes(emulator_url + "/v1", upstream_key)
+        resources = create_resources(load_template(TEMPLATE_PATH), None, credentials)  # type: ignore[arg-type]
+        routes_file = routes_dir / "routes.json"
+        routes_file.write_text(json.dumps(routes_doc))
+        env = {
+            **resources.env(),
+            "IMAGEGW_ROUTES_SOURCE": str(routes_file),
+            "IMAGEGW_MAX_ATTEMPTS": "1",
+            "IMAGEGW_JOBS_MAX_RECEIVE_COUNT": str(max_receive_count),
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        yield resources

@@ -18,21 +18,18 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
+from helpers.aws import deployed_function_env
 from PIL import Image
 from requests_toolbelt import MultipartEncoder
 
 from imagegw.accounts.keys import KeyStore
 from imagegw_dev.emulator import Emulator
-from imagegw_dev.local_routes import local_routes
 from imagegw_dev.local_stack import (
     FunctionPool,
     QueueSubscription,
     SqsEventSource,
-    create_resources,
     sqs_event,
 )
-from imagegw_dev.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_KEY = "sk-emulator-jobs-0123456789"
@@ -58,23 +55,9 @@ def emulator():
 def aws(emulator, tmp_path, monkeypatch):
     """Fresh moto resources from template.yaml and the settings env a deployed function would get."""
     emulator.reset()
-    # An in-process local stack (tests/integration/conftest.py) points boto3 at its own moto server.
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        routes_doc, credentials = local_routes(emulator.base_url + "/v1", UPSTREAM_KEY)
-        resources = create_resources(load_template(ROOT / "template.yaml"), None, credentials)  # type: ignore[arg-type]
-        routes_file = tmp_path / "routes.json"
-        routes_file.write_text(json.dumps(routes_doc))
-        env = {
-            **resources.env(),
-            "IMAGEGW_ROUTES_SOURCE": str(routes_file),
-            "IMAGEGW_MAX_ATTEMPTS": "1",  # an upstream 500 fails the attempt at once (no backoff)
-            "IMAGEGW_JOBS_MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
+    with deployed_function_env(
+        emulator.base_url, UPSTREAM_KEY, tmp_path, monkeypatch, max_receive_count=MAX_RECEIVE_COUNT
+    ) as resources:
         yield Aws(resources.tables, resources.queues, resources.bucket)
 
 

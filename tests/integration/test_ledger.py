@@ -20,15 +20,13 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
+from helpers.aws import deployed_function_env
 from moto.moto_api import recorder
 from PIL import Image
 
 from imagegw.accounts.keys import KeyStore, NewKey
 from imagegw_dev.emulator import Emulator
-from imagegw_dev.local_routes import local_routes
-from imagegw_dev.local_stack import FunctionPool, create_resources, sqs_event
-from imagegw_dev.template import load_template
+from imagegw_dev.local_stack import FunctionPool, sqs_event
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_KEY = "sk-emulator-ledger-0123456789"
@@ -84,22 +82,9 @@ class Aws:
 @pytest.fixture
 def aws(emulator, tmp_path, monkeypatch):
     emulator.reset()
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        routes_doc, credentials = local_routes(emulator.base_url + "/v1", UPSTREAM_KEY)
-        resources = create_resources(load_template(ROOT / "template.yaml"), None, credentials)  # type: ignore[arg-type]
-        routes_file = tmp_path / "routes.json"
-        routes_file.write_text(json.dumps(routes_doc))
-        env = {
-            **resources.env(),
-            "IMAGEGW_ROUTES_SOURCE": str(routes_file),
-            "IMAGEGW_MAX_ATTEMPTS": "1",
-            "IMAGEGW_JOBS_MAX_RECEIVE_COUNT": "3",
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
+    with deployed_function_env(
+        emulator.base_url, UPSTREAM_KEY, tmp_path, monkeypatch, max_receive_count=3
+    ) as resources:
         yield Aws(resources.tables, resources.queues, resources.bucket)
 
 
