@@ -11,17 +11,27 @@ from imagegw.request.catalog import Catalog
 from imagegw.upstream import shipped_routes_document
 
 BEDROCK = "bedrock"
-# The retired Nova Canvas name, served by its Stability successors (the docs/upstreams.md example).
-NOVA_CANVAS_ROUTES = [
-    {"provider": BEDROCK, "model": "stability.stable-image-core-v1:1", "operations": ["generations"]},
-    {"provider": BEDROCK, "model": "stability.stable-image-inpaint-v1:0", "operations": ["edits"]},
-    {
-        "provider": BEDROCK,
-        "model": "stability.sd3-5-large-v1:0",
-        "operations": ["variations"],
-        "translate": "nova-canvas-variations",
-    },
-]
+CORE = "stability.stable-image-core-v1:1"
+INPAINT = "stability.stable-image-inpaint-v1:0"
+# The models whose operations go to different Bedrock models (the docs/upstreams.md example): Stable Image
+# Core's masked edits are Stability's inpainting service, and the retired Nova Canvas name is served by
+# its Stability successors.
+SPLIT_ROUTES: dict[str, list[dict[str, Any]]] = {
+    "stable-image-core": [
+        {"provider": BEDROCK, "model": CORE, "operations": ["generations"]},
+        {"provider": BEDROCK, "model": INPAINT, "operations": ["edits"]},
+    ],
+    "nova-canvas": [
+        {"provider": BEDROCK, "model": CORE, "operations": ["generations"]},
+        {"provider": BEDROCK, "model": INPAINT, "operations": ["edits"]},
+        {
+            "provider": BEDROCK,
+            "model": "stability.sd3-5-large-v1:0",
+            "operations": ["variations"],
+            "translate": "nova-canvas-variations",
+        },
+    ],
+}
 
 
 def local_routes(
@@ -51,8 +61,7 @@ def add_bedrock_routes(doc: dict[str, Any], endpoint_url: str) -> None:
         spec = catalog.get(name)
         if BEDROCK not in spec.listing.upstream_types or name in doc["models"]:
             continue
-        if spec.listing.retired:
-            doc["models"][name] = copy.deepcopy(NOVA_CANVAS_ROUTES) if name == "nova-canvas" else []
-        else:
+        if name in SPLIT_ROUTES:
+            doc["models"][name] = copy.deepcopy(SPLIT_ROUTES[name])
+        elif not spec.listing.retired:  # a retired name is served only where a split route says how
             doc["models"][name] = [{"provider": BEDROCK, "model": spec.listing.aliases[0]}]
-    doc["models"] = {k: v for k, v in doc["models"].items() if v}

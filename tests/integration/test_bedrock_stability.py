@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from imagegw.domain import ImageFile, ImageRequest
-from imagegw.errors import InvalidRequest
+from imagegw.errors import InvalidRequest, UpstreamError
 from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings
 from imagegw.upstream import CooldownTracker, build_router, shipped_routes_document
@@ -46,9 +46,11 @@ def router(tmp_path, emu):
         "translations": {"nova-canvas-variations": shipped["translations"]["nova-canvas-variations"]},
         "models": {
             "sd3.5-large": [{"provider": "bedrock", "model": SD35}],
-            "stable-image-core": [{"provider": "bedrock", "model": CORE}],
+            "stable-image-core": [
+                {"provider": "bedrock", "model": CORE, "operations": ["generations"]},
+                {"provider": "bedrock", "model": INPAINT, "operations": ["edits"]},
+            ],
             "stable-image-ultra": [{"provider": "bedrock", "model": ULTRA}],
-            "stable-image-inpaint": [{"provider": "bedrock", "model": INPAINT}],
             "nova-canvas": [
                 {"provider": "bedrock", "model": CORE, "operations": ["generations"]},
                 {"provider": "bedrock", "model": INPAINT, "operations": ["edits"]},
@@ -153,27 +155,36 @@ def test_sd35_edit_is_image_to_image_with_strength(router, emu):
     assert sent["mode"] == "image-to-image" and sent["strength"] == 0.4 and "aspect_ratio" not in sent
 
 
-def test_inpaint_edits_only_the_masked_area(router, emu):
+def test_core_edits_are_inpainted_and_edit_only_the_masked_area(router, emu):
     image = png_file((512, 512), (20, 120, 220, 255))
     mask = png_file((512, 512), (0, 0, 0, 255), hole=(128, 128, 384, 384), name="mask")
     params = {"prompt": "a red hat", "n": 1, "grow_mask": 0, "size": "auto"}
-    result = router.call(
-        ImageRequest("edits", "stable-image-inpaint", params, [image], mask), deadline=soon()
-    )
+    result = router.call(ImageRequest("edits", "stable-image-core", params, [image], mask), deadline=soon())
     out = opened(result.images[0].data).convert("RGB")
     assert out.getpixel((20, 20)) == (20, 120, 220)  # kept
     assert out.getpixel((256, 256)) != (20, 120, 220)  # edited
     sent = emu.requests[0].json
     assert set(sent) == {"prompt", "image", "mask", "output_format", "grow_mask"}
+    assert emu.requests[0].deployment == INPAINT and result.model == INPAINT
 
 
 def test_inpaint_without_mask_or_transparency_is_the_clients_400(router, emu):
     image = png_file((512, 512))
     with pytest.raises(InvalidRequest) as info:
         router.call(
-            ImageRequest("edits", "stable-image-inpaint", {"prompt": "x", "n": 1}, [image]), deadline=soon()
+            ImageRequest("edits", "stable-image-core", {"prompt": "x", "n": 1}, [image]), deadline=soon()
         )
     assert info.value.param == "mask" and emu.requests == []
+
+
+def test_edits_routed_to_a_model_that_cannot_edit_fail_before_sending(router, emu):
+    # validation refuses edits on stable-image-ultra; this is a routes document sending edits to Ultra
+    image = png_file((512, 512), hole=(0, 0, 64, 64))
+    with pytest.raises(UpstreamError) as info:
+        router.call(
+            ImageRequest("edits", "stable-image-ultra", {"prompt": "x", "n": 1}, [image]), deadline=soon()
+        )
+    assert emu.requests == [] and not info.value.maybe_billed
 
 
 def test_an_upstream_validation_error_is_the_clients_400(router, emu):

@@ -38,20 +38,19 @@ def refused(request: HttpRequest) -> ApiError:
         ("stability.sd3-5-large-v1:0", "sd3.5-large"),
         ("stability.stable-image-core-v1:1", "stable-image-core"),
         ("stability.stable-image-ultra-v1:1", "stable-image-ultra"),
-        ("stability.stable-image-inpaint-v1:0", "stable-image-inpaint"),
         ("amazon.nova-canvas-v1:0", "nova-canvas"),
     ],
 )
 def test_the_bedrock_model_id_is_an_alias_that_keeps_its_name(alias, name):
     spec = CATALOG.get(alias)
     assert spec.name == alias and spec.canonical == name
-    assert run(gen(model=alias, prompt="x")).model == alias if spec.serves("generations") else True
+    assert run(gen(model=alias, prompt="x")).model == alias
 
 
 def test_listing_fields():
     assert CATALOG.get("nova-canvas").listing.retired == "2026-09-30"
     assert CATALOG.get("nova-canvas").listing.owned_by == "amazon"
-    for name in [*STABILITY, "stable-image-inpaint"]:
+    for name in STABILITY:
         listing = CATALOG.get(name).listing
         assert listing.owned_by == "stability-ai" and listing.upstream_types == {"bedrock"}
         assert listing.retired is None and listing.created > 0
@@ -124,41 +123,45 @@ def test_sd35_edit_strength_is_a_number_from_0_to_1():
     assert error.status in (400, 415)
 
 
-def test_core_and_ultra_do_not_edit_and_inpaint_does_not_generate():
+def test_every_stability_model_generates_and_ultra_does_not_edit():
+    for model in STABILITY:
+        assert CATALOG.get(model).serves("generations")
     image = file(png(256, 256), "otter.png")
-    for model in ("stable-image-core", "stable-image-ultra"):
-        error = refused(multipart_request("edits", {"model": model, "image": image, "prompt": "x"}))
-        assert (error.status, error.code, error.param) == (400, "invalid_value", "model")
-    error = refused(gen(model="stable-image-inpaint", prompt="x"))
+    error = refused(
+        multipart_request("edits", {"model": "stable-image-ultra", "image": image, "prompt": "x"})
+    )
     assert (error.status, error.code, error.param) == (400, "invalid_value", "model")
+    # there is no separate edit-only name: inpainting is stable-image-core's masked edit
+    assert refused(gen(model="stable-image-inpaint", prompt="x")).status == 404
 
 
-def test_inpaint_takes_a_mask_or_a_transparent_image_and_grow_mask():
+def test_core_edits_are_masked_edits_with_grow_mask():
     rgba = file(png(256, 256), "otter.png")
     req = run(
         multipart_request(
-            "edits", {"model": "stable-image-inpaint", "image": rgba, "prompt": "x", "grow_mask": "3"}
+            "edits", {"model": "stable-image-core", "image": rgba, "prompt": "x", "grow_mask": "3"}
         )
     )
     assert req.params["grow_mask"] == 3 and req.params["size"] == "auto"
+    assert "strength" not in CATALOG.get("stable-image-core").params_for("edits")
     rgb = file(jpeg(256, 256), "otter.jpg", "image/jpeg")
-    error = refused(
-        multipart_request("edits", {"model": "stable-image-inpaint", "image": rgb, "prompt": "x"})
-    )
+    error = refused(multipart_request("edits", {"model": "stable-image-core", "image": rgb, "prompt": "x"}))
     assert error.status == 400 and error.param in ("image", "mask")
     mask = file(png(256, 256), "mask.png")
     ok = run(
-        multipart_request(
-            "edits", {"model": "stable-image-inpaint", "image": rgb, "mask": mask, "prompt": "x"}
-        )
+        multipart_request("edits", {"model": "stable-image-core", "image": rgb, "mask": mask, "prompt": "x"})
     )
     assert ok.mask is not None
     error = refused(
         multipart_request(
-            "edits", {"model": "stable-image-inpaint", "image": rgba, "prompt": "x", "grow_mask": "21"}
+            "edits", {"model": "stable-image-core", "image": rgba, "prompt": "x", "grow_mask": "21"}
         )
     )
     assert (error.param, error.code) == ("grow_mask", "integer_above_max_value")
+    # generations keep their own size default and take no grow_mask
+    assert run(gen(model="stable-image-core", prompt="x")).params["size"] == "1024x1024"
+    error = refused(gen(model="stable-image-core", prompt="x", grow_mask=3))
+    assert (error.status, error.param) == (400, "grow_mask")
 
 
 def test_nova_canvas_keeps_its_own_rules():

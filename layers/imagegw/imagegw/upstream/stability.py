@@ -7,7 +7,8 @@ an ARN) is called with Stability's body instead of Nova Canvas's:
   `aspect_ratio`; edits -> `mode: image-to-image` of the first image with `strength` (default 0.7).
 - Stable Image Core / Ultra (`stability.stable-image-core-v1:1`, `stability.stable-image-ultra-v1:1`):
   generations with `aspect_ratio`.
-- Stable Image Inpaint (`stability.stable-image-inpaint-v1:0`): edits -> `image` + `mask`. OpenAI's mask
+- Stable Image Inpaint (`stability.stable-image-inpaint-v1:0`), the masked edits of the client-facing
+  `stable-image-core` (its routes send `"operations": ["edits"]` here): `image` + `mask`. OpenAI's mask
   (alpha 0 = edit here) becomes Stability's (white = edit here, black = keep); without a mask the image's
   own transparency is the mask, else the edit is refused with a 400 naming `mask`.
 
@@ -161,7 +162,8 @@ class StabilityRequest:
         elif operation == "edits" and kind == "inpaint":
             self._inpaint(images, mask)
         else:
-            raise RouteFault(f"This Stability model does not serve {operation}.")
+            # Routes that send edits to Core or Ultra, say: the deployer's to fix, not the client's.
+            raise RouteFault(f"This Stability model does not serve {operation}: route them by operation.")
 
     def _generation(self) -> None:
         ratio = self.params.get("aspect_ratio")
