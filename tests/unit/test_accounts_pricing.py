@@ -140,3 +140,62 @@ def test_an_untranslated_request_costs_what_it_is_charged():
     result = UpstreamResult([GeneratedImage(b"png")], {"output_tokens": 272}, model="gpt-image-1.5")
     charge = PriceTable.load().charge("gpt-image-1.5", {"quality": "low"}, result)
     assert charge.charged == charge.upstream
+
+
+# ----- Amazon Bedrock: per image, under the client-facing name and the Bedrock id ------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "n", "expected_cents"),
+    [
+        ("sd3.5-large", {"size": "1344x768"}, 2, "16"),
+        ("stable-image-core", {"size": "auto"}, 1, "4"),
+        ("stable-image-ultra", {"size": "1024x1024"}, 4, "56"),
+        ("stability.stable-image-ultra-v1:1", {"size": "1024x1024"}, 1, "14"),
+        ("nova-canvas", {"size": "1024x1024", "quality": "premium"}, 1, "6"),
+        ("nova-canvas", {"size": "2048x2048", "quality": "standard"}, 1, "6"),
+    ],
+)
+def test_bedrock_models_are_priced_per_image(prices, model, params, n, expected_cents):
+    assert prices.estimate_cents(model, {**params, "n": n}, n) == Decimal(expected_cents)
+    assert prices.cost(model, params, result(n)).cents == Decimal(expected_cents)
+
+
+def test_every_bedrock_catalog_model_and_its_alias_have_one_price(prices):
+    from imagegw.request.catalog import Catalog
+
+    catalog = Catalog.load()
+    for name in catalog.names():
+        spec = catalog.get(name)
+        if "bedrock" not in spec.listing.upstream_types:
+            continue
+        assert prices.known(name), name
+        for alias in spec.listing.aliases:
+            assert prices.entry(alias) == prices.entry(name), alias
+
+
+@pytest.mark.parametrize(
+    "route_model",
+    [
+        "stability.stable-image-inpaint-v1:0",
+        "us.stability.stable-image-inpaint-v1:0",
+        "global.stability.stable-image-inpaint-v1:0",
+        "arn:aws:bedrock:us-west-2:123456789012:inference-profile/us.stability.stable-image-inpaint-v1:0",
+        "arn:aws:bedrock:us-west-2::foundation-model/stability.stable-image-inpaint-v1:0",
+    ],
+)
+def test_an_inference_profile_or_arn_is_priced_as_its_model(prices, route_model):
+    assert prices.known(route_model)
+    assert prices.entry(route_model) is prices.entry("stability.stable-image-inpaint-v1:0")
+
+
+def test_a_core_edit_is_charged_at_least_the_inpainting_it_used(prices):
+    served = UpstreamResult([GeneratedImage(b"png")], model="us.stability.stable-image-inpaint-v1:0")
+    charge = prices.charge("stable-image-core", {"size": "auto"}, served)
+    assert charge.upstream.cents == Decimal(7) and charge.charged.cents == Decimal(7)
+    assert charge.upstream_model == "us.stability.stable-image-inpaint-v1:0"
+
+
+def test_names_that_are_not_profiles_keep_their_dots(prices):
+    assert prices.entry("gpt-image-1.5") is prices.entry("gpt-image-1.5-2025-12-16")
+    assert not prices.known("us.some-new-model")  # a geography prefix alone is not a Bedrock id

@@ -1,7 +1,8 @@
 """Estimated cost of a request, from the price table in `prices.json` (USD; credits are USD cents).
 
-The numbers are estimates copied from OpenAI's pricing page and kept in sync by hand. DALL-E models are
-priced per image by size and quality; GPT image models by tokens (text input, image input, output).
+The numbers are estimates copied from OpenAI's pricing page (Bedrock's from third-party lists) and kept
+in sync by hand. DALL-E and Bedrock models are priced per image by size and quality; GPT image models by
+tokens (text input, image input, output).
 Before the upstream call the cost is estimated from OpenAI's output tokens per image (`estimate_cents`);
 after it, from the usage the upstream reported (`cost`).
 
@@ -28,6 +29,8 @@ CENT_QUANTUM = Decimal("0.000001")
 _PER_MILLION = Decimal(1_000_000)
 _CENTS_PER_USD = Decimal(100)
 _BASE_AREA = 1024 * 1024
+# The geography prefixes of Bedrock's cross-region inference profiles (`us.`, `eu.`, `global.` ...).
+_BEDROCK_GEOS = frozenset({"us", "us-gov", "eu", "apac", "jp", "au", "ca", "global"})
 
 
 def cents(value: Decimal | float | int | str) -> Decimal:
@@ -65,13 +68,18 @@ class PriceTable:
 
     def entry(self, model: str) -> dict[str, Any]:
         """The model's entry: exact name, else the longest entry the name extends with `-<suffix>`."""
-        if model in self._models:
-            return self._models[model]
-        matches = [name for name in self._models if model.startswith(name + "-")]
-        return self._models[max(matches, key=len)] if matches else self._default
+        name = self._entry_name(model)
+        return self._models[name] if name is not None else self._default
 
     def known(self, model: str) -> bool:
-        return model in self._models or any(model.startswith(name + "-") for name in self._models)
+        return self._entry_name(model) is not None
+
+    def _entry_name(self, model: str) -> str | None:
+        model = bedrock_model_id(model)
+        if model in self._models:
+            return model
+        matches = [name for name in self._models if model.startswith(name + "-")]
+        return max(matches, key=len) if matches else None
 
     def charge(self, model: str, params: dict[str, Any], result: UpstreamResult) -> Charge:
         """The key's charge (the client model's price, at least the upstream cost) and the upstream cost
@@ -133,6 +141,15 @@ class PriceTable:
         if area and "1024x1024" in table:
             return math.ceil(table["1024x1024"][tier] * area / _BASE_AREA)
         return max(int(row[tier]) for row in table.values())  # auto: the largest standard size
+
+
+def bedrock_model_id(model: str) -> str:
+    """The model id an inference profile (`us.stability...`) or an ARN names, which is what Bedrock prices;
+    any other name as it is."""
+    if model.startswith("arn:"):
+        model = model.rsplit("/", 1)[-1]
+    geo, dot, rest = model.partition(".")
+    return rest if dot and geo in _BEDROCK_GEOS and "." in rest else model
 
 
 @cache
