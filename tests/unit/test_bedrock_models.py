@@ -107,7 +107,7 @@ def test_sd35_edit_strength_is_a_number_from_0_to_1():
             "edits", {"model": "sd3.5-large", "image": image, "prompt": "x", "strength": "0.25"}
         )
     )
-    assert ok.params["strength"] == 0.25 and ok.params["size"] == "1024x1024"
+    assert ok.params["strength"] == 0.25 and ok.params["size"] == "auto"  # an edit keeps the input's size
     for value, code in (
         ("1.5", "decimal_above_max_value"),
         ("-0.1", "decimal_below_min_value"),
