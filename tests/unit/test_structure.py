@@ -2,7 +2,7 @@
 
 - Nothing in `imagegw` (the Lambda layer) imports the local tools (`imagegw_dev`) or a local-only library.
 - The layer `sam build` made holds the `imagegw` package and nothing of `imagegw_dev`.
-- No import cycle between the deployed modules; no deployed function over 60 lines.
+- No import cycle between the deployed modules, nor between its folders; no deployed function over 60 lines.
 - Every document a docstring or comment names (`docs/*.md`) exists.
 """
 
@@ -97,24 +97,46 @@ def module_level_edges(module: str, tree: ast.Module) -> set[str]:
     return {edge for edge in edges if edge in MODULES and edge != module}
 
 
-def test_no_import_cycle_between_deployed_modules():
-    graph = {module: module_level_edges(module, tree) for module, tree in MODULES.items()}
+def cycles_of(graph: dict[str, set[str]]) -> list[list[str]]:
     cycles: list[list[str]] = []
     state: dict[str, str] = {}
 
-    def visit(module: str, path: list[str]) -> None:
-        state[module] = "open"
-        for target in sorted(graph[module]):
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
                 cycles.append([*path[path.index(target) :], target])
             elif target not in state:
                 visit(target, [*path, target])
-        state[module] = "done"
+        state[node] = "done"
 
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [module])
-    assert cycles == []
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_import_cycle_between_deployed_modules():
+    assert cycles_of({module: module_level_edges(module, tree) for module, tree in MODULES.items()}) == []
+
+
+def room(module: str) -> str:
+    """The folder (`jobs`) or top-level module (`service`) of the package a module is in."""
+    return module.split(".")[1] if "." in module else module
+
+
+def test_no_two_rooms_of_the_package_depend_on_each_other():
+    """Folders and top-level modules form layers: counting every import (deferred ones and those for type
+    checking too), no room reaches back to one that imports it. The jobs worker runs the pipeline, so the
+    pipeline (service) may not import the jobs folder."""
+    graph: dict[str, set[str]] = {}
+    for module, tree in MODULES.items():
+        targets = {room(name) for name in imported_names(module, tree) if name.startswith("imagegw.")}
+        graph.setdefault(room(module), set()).update(
+            t for t in targets if t != room(module) and f"imagegw.{t}" in MODULES
+        )
+    assert cycles_of(graph) == []
+    assert "jobs" not in graph["service"]
 
 
 def test_no_deployed_function_is_longer_than_60_lines():

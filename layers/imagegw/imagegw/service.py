@@ -10,23 +10,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from imagegw.accounts.admission import Accounts, Admission, Credential, Outcome
 from imagegw.delivery.render import Delivery, deliver
 from imagegw.delivery.storage import ImageStore
-from imagegw.domain import ApiResponse, HttpRequest, ImageRequest, Operation, RawRequest, UpstreamResult
+from imagegw.domain import (
+    ApiResponse,
+    Caller,
+    HttpRequest,
+    ImageRequest,
+    Operation,
+    RawRequest,
+    UpstreamResult,
+)
 from imagegw.errors import ApiError, NotFound, RequestTooLarge, ServiceUnavailable, UpstreamTimeout
-from imagegw.jobs.submission import new_job_id
 from imagegw.observability import logger
 from imagegw.request.catalog import Catalog
 from imagegw.request.image_urls import resolve_image_urls
 from imagegw.request.parsing import parse_request
 from imagegw.request.validation import awaits_fetch, validate
 from imagegw.settings import Settings
-
-if TYPE_CHECKING:
-    from imagegw.jobs.submission import AsyncJobs
 
 # Stop upstream work this long before the Lambda itself would be killed, to answer a clean 504.
 LAMBDA_SAFETY_MARGIN_S = 1.5
@@ -36,6 +40,21 @@ class Upstream(Protocol):
     """What the pipeline needs of the upstream side (imagegw.upstream.router.Router)."""
 
     def call(self, request: ImageRequest, *, deadline: float) -> UpstreamResult: ...
+
+
+class Jobs(Protocol):
+    """What the pipeline needs of the job queue (imagegw.jobs.submission.AsyncJobs): the jobs worker runs
+    this pipeline, so the pipeline reaches the jobs side only through this."""
+
+    def new_id(self) -> str: ...
+
+    def check_submittable(self, request: ImageRequest) -> None: ...
+
+    def submit(self, admission: Admission, raw: RawRequest, http: HttpRequest) -> ApiResponse: ...
+
+    def keep(self, job_id: str, caller: Caller, request: ImageRequest, delivery: Delivery) -> None: ...
+
+    def status(self, caller: Caller, job_id: str) -> ApiResponse: ...
 
 
 # Settles a failed job attempt only when it returns True (the jobs worker keeps the hold for a retry).
@@ -50,7 +69,7 @@ class ImageService:
     upstream: Upstream
     store: ImageStore
     clock: Callable[[], float] = time.time
-    jobs: AsyncJobs | None = None  # `Prefer: respond-async` and GET /v1/images/jobs/{id}
+    jobs: Jobs | None = None  # `Prefer: respond-async` and GET /v1/images/jobs/{id}
 
     def handle(self, operation: Operation, http: HttpRequest, remaining_ms: Callable[[], int]) -> ApiResponse:
         authorization = http.authorization
@@ -133,7 +152,7 @@ class ImageService:
         stored_as_urls = replace(
             request, params={**request.params, "response_format": "url", "stream": False}
         )
-        job_id = new_job_id()
+        job_id = self.jobs.new_id()
         try:
             delivery = self._deliver(stored_as_urls, result, job_id)
             self.jobs.keep(job_id, admission.caller, stored_as_urls, delivery)
@@ -156,7 +175,7 @@ class ImageService:
         if self.jobs is None:
             raise ServiceUnavailable("Asynchronous jobs are not available on this gateway.")
         self.jobs.check_submittable(request)
-        admission = self.accounts.admit(credential, request, new_job_id(), job=True)
+        admission = self.accounts.admit(credential, request, self.jobs.new_id(), job=True)
         started = time.monotonic()
         try:
             self._fetched(admission, raw)

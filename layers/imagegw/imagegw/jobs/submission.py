@@ -79,6 +79,10 @@ class AsyncJobs:
         self._clock = clock
 
     @staticmethod
+    def new_id() -> str:
+        return new_job_id()
+
+    @staticmethod
     def check_submittable(request: ImageRequest) -> None:
         """What only a queued job refuses: checked before admission."""
         if request.stream:
