@@ -72,7 +72,8 @@ def test_ctrl_c_stops_the_local_stack_cleanly(tmp_path):
         while not (tmp_path / "local.json").exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             time.sleep(0.1)
-        api_url = json.loads((tmp_path / "local.json").read_text())["api_url"]
+        api_url = json.loads((tmp_path / "local.json").read_text())["api_url"]  # written whole, then renamed
+        assert not (tmp_path / "local.json.partial").exists()
         proc.send_signal(signal.SIGINT)  # at once: a Ctrl-C while start-up finishes must work too
         output, _ = proc.communicate(timeout=30)
     finally:

@@ -166,7 +166,11 @@ class LocalStack:
             "api_url": self.api_url,
             "emulator_url": self.emulator.base_url if self.emulator else None,
         }
-        (state_dir / "local.json").write_text(json.dumps(state, indent=2))
+        # Written whole, then renamed: whoever waits for local.json to appear (tests, the admin CLI) must
+        # never read it half-written.
+        partial = state_dir / "local.json.partial"
+        partial.write_text(json.dumps(state, indent=2))
+        partial.replace(state_dir / "local.json")
 
     def stop(self) -> None:
         while self._stoppers:
