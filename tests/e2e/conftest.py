@@ -45,8 +45,7 @@ def stack(tmp_path_factory):
             proc.kill()
             pytest.fail(f"local stack did not start:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.1)
-    time.sleep(0.05)  # the state file is written last, after the server listens
-    state = json.loads(state_file.read_text())
+    state = json.loads(state_file.read_text())  # written last, after the server listens, and whole (renamed)
     state["api_key"] = env["IMAGEGW_DEV_API_KEY"]
     state["log_path"] = str(log_path)
     yield state
