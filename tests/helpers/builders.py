@@ -1,4 +1,5 @@
-"""HttpRequest objects as the API layer hands them to the service: body already decoded to bytes.
+"""HttpRequest objects as the API layer hands them to the service: body already decoded to bytes; and
+the API Gateway proxy events a deployed handler receives (`api_event`).
 
 Multipart bodies are built with requests_toolbelt's MultipartEncoder the way the openai SDK sends them:
 text fields without a filename, files with a filename and a (sometimes useless) Content-Type.
@@ -7,6 +8,7 @@ text fields without a filename, files with a filename and a (sometimes useless) 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from requests_toolbelt import MultipartEncoder
@@ -52,3 +54,23 @@ def _part(value: Any) -> Any:
 
 def file(data: bytes, filename: str = "image.png", content_type: str = "image/png") -> FilePart:
     return (filename, data, content_type)
+
+
+def api_event(method: str, path: str, raw_key: str, body: Any = None, **headers: str) -> dict[str, Any]:
+    """An API Gateway (REST, proxy) event for `path` under the `api` stage, as the template's API hands it
+    to a deployed handler; a GET's last path segment is the `job_id` path parameter."""
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": {
+            "Host": "abc123.execute-api.us-east-1.amazonaws.com",
+            "Authorization": f"Bearer {raw_key}",
+            "Content-Type": "application/json",
+            **headers,
+        },
+        "pathParameters": {"job_id": path.rsplit("/", 1)[-1]} if method == "GET" else None,
+        "requestContext": {"requestId": str(uuid.uuid4()), "path": "/api" + path, "stage": "api"},
+        "body": json.dumps(body) if body is not None else None,
+        "isBase64Encoded": False,
+    }

@@ -25,19 +25,6 @@ from imagegw_dev.emulator import Emulator
 NOVA = "amazon.nova-canvas-v1:0"
 
 
-@pytest.fixture(scope="module")
-def emu():
-    with Emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(autouse=True)
-def _clean(emu):
-    emu.reset()
-    yield
-    emu.reset()
-
-
 @pytest.fixture
 def make_router(tmp_path, emu):
     def make(sleeps: list[float] | None = None):

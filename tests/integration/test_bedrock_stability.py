@@ -17,25 +17,11 @@ from imagegw.errors import InvalidRequest, UpstreamError
 from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings
 from imagegw.upstream import CooldownTracker, build_router, shipped_routes_document
-from imagegw_dev.emulator import Emulator
 
 SD35 = "stability.sd3-5-large-v1:0"
 CORE = "stability.stable-image-core-v1:1"
 ULTRA = "stability.stable-image-ultra-v1:1"
 INPAINT = "stability.stable-image-inpaint-v1:0"
-
-
-@pytest.fixture(scope="module")
-def emu():
-    with Emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(autouse=True)
-def _clean(emu):
-    emu.reset()
-    yield
-    emu.reset()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import pytest
 from helpers.aws import deployed_function_env
+from helpers.builders import api_event
 from PIL import Image
 from requests_toolbelt import MultipartEncoder
 
@@ -340,25 +341,6 @@ def test_the_sample_event_runs_through_the_worker_handler(aws, worker):
 
 
 # ----- the HTTP side: Prefer: respond-async, then GET /v1/images/jobs/{id} ----------------------------------
-
-
-def api_event(method: str, path: str, raw_key: str, body: Any = None, **headers: str) -> dict[str, Any]:
-    request_id = str(uuid.uuid4())
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": {
-            "Host": "abc123.execute-api.us-east-1.amazonaws.com",
-            "Authorization": f"Bearer {raw_key}",
-            "Content-Type": "application/json",
-            **headers,
-        },
-        "pathParameters": {"job_id": path.rsplit("/", 1)[-1]} if method == "GET" else None,
-        "requestContext": {"requestId": request_id, "path": "/api" + path, "stage": "api"},
-        "body": json.dumps(body) if body is not None else None,
-        "isBase64Encoded": False,
-    }
 
 
 def test_async_generation_over_the_api_handlers(aws, worker, key, emulator):

@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 from helpers.aws import deployed_function_env
+from helpers.builders import api_event
 from moto.moto_api import recorder
 from PIL import Image
 
@@ -107,24 +108,6 @@ def api(aws):
 @pytest.fixture
 def worker(aws):
     return pool("JobsWorkerFunction", "jobs_worker")
-
-
-def api_event(method: str, path: str, raw_key: str, body: Any = None, **headers: str) -> dict[str, Any]:
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": {
-            "Host": "abc123.execute-api.us-east-1.amazonaws.com",
-            "Authorization": f"Bearer {raw_key}",
-            "Content-Type": "application/json",
-            **headers,
-        },
-        "pathParameters": {"job_id": path.rsplit("/", 1)[-1]} if method == "GET" else None,
-        "requestContext": {"requestId": str(uuid.uuid4()), "path": "/api" + path, "stage": "api"},
-        "body": json.dumps(body) if body is not None else None,
-        "isBase64Encoded": False,
-    }
 
 
 def generate(
