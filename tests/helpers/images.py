@@ -10,6 +10,8 @@ import zlib
 
 from PIL import Image
 
+from imagegw.domain import ImageFile
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -89,3 +91,20 @@ def zero_png(width: int, height: int) -> bytes:
     parts.append(deflate.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     return PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
+
+
+def png_file(
+    size: tuple[int, int] = (512, 512),
+    colour: tuple[int, int, int, int] = (20, 120, 220, 255),
+    hole: tuple[int, int, int, int] | None = None,
+    name: str = "image",
+    mode: str = "RGBA",
+) -> ImageFile:
+    """A validated PNG input as providers receive it: one colour, with a fully transparent `hole` (the
+    area an OpenAI mask, or the image's own transparency, marks for editing)."""
+    img = Image.new("RGBA", size, colour)
+    if hole is not None:
+        img.paste((0, 0, 0, 0), hole)
+    out = io.BytesIO()
+    img.convert(mode).save(out, format="PNG")
+    return ImageFile(name, out.getvalue(), f"{name}.png", "image/png", "png", size[0], size[1], mode)

@@ -13,9 +13,10 @@ from typing import Any
 
 import boto3
 import pytest
+from helpers.images import png_file
 from PIL import Image
 
-from imagegw.domain import ImageFile, ImageRequest
+from imagegw.domain import ImageRequest
 from imagegw.errors import InvalidRequest
 from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings
@@ -79,15 +80,6 @@ def soon(seconds: float = 15.0) -> float:
 def size_of(data: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(data)) as img:
         return img.size
-
-
-def png_file(size=(512, 512), colour=(20, 120, 220, 255), hole=None, name="image") -> ImageFile:
-    img = Image.new("RGBA", size, colour)
-    if hole is not None:
-        img.paste((0, 0, 0, 0), hole)
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return ImageFile(name, out.getvalue(), f"{name}.png", "image/png", "png", size[0], size[1], "RGBA")
 
 
 def nova_requests(emu: Emulator) -> list[Any]:

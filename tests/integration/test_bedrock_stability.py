@@ -10,9 +10,10 @@ import time
 
 import boto3
 import pytest
+from helpers.images import png_file
 from PIL import Image
 
-from imagegw.domain import ImageFile, ImageRequest
+from imagegw.domain import ImageRequest
 from imagegw.errors import InvalidRequest, UpstreamError
 from imagegw.request.catalog import Catalog
 from imagegw.settings import Settings
@@ -76,15 +77,6 @@ def opened(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     return img
-
-
-def png_file(size=(512, 512), colour=(20, 120, 220, 255), hole=None, name="image") -> ImageFile:
-    img = Image.new("RGBA", size, colour)
-    if hole is not None:
-        img.paste((0, 0, 0, 0), hole)
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return ImageFile(name, out.getvalue(), f"{name}.png", "image/png", "png", size[0], size[1], "RGBA")
 
 
 @pytest.mark.parametrize(

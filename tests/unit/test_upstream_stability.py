@@ -7,20 +7,11 @@ import io
 import json
 
 import pytest
+from helpers.images import png_file
 from PIL import Image
 
-from imagegw.domain import ImageFile
 from imagegw.upstream.failures import RouteFault, TransientFailure, UpstreamMalformed, UpstreamRejected
 from imagegw.upstream.stability import StabilityRequest, nearest_ratio, parse_answer, stability_kind
-
-
-def png_file(size=(256, 256), colour=(10, 200, 30, 255), hole=None, name="image", mode="RGBA") -> ImageFile:
-    img = Image.new("RGBA", size, colour)
-    if hole is not None:
-        img.paste((0, 0, 0, 0), hole)
-    out = io.BytesIO()
-    img.convert(mode).save(out, format="PNG")
-    return ImageFile(name, out.getvalue(), f"{name}.png", "image/png", "png", size[0], size[1], mode)
 
 
 def decoded(b64: str) -> Image.Image:
@@ -141,11 +132,11 @@ def test_inpaint_without_mask_uses_the_images_transparency_else_refuses():
     assert decoded(body["mask"]).convert("L").getpixel((10, 10)) == 255
     assert decoded(body["image"]).mode == "RGB"
     with pytest.raises(UpstreamRejected) as info:
-        StabilityRequest("inpaint", "edits", {"prompt": "p"}, [png_file(mode="RGB")], None)
+        StabilityRequest("inpaint", "edits", {"prompt": "p"}, [png_file((256, 256), mode="RGB")], None)
     assert info.value.param == "mask" and info.value.status == 400
     opaque_mask = png_file((256, 256), (0, 0, 0, 255), name="mask")
     with pytest.raises(UpstreamRejected) as info:
-        StabilityRequest("inpaint", "edits", {"prompt": "p"}, [png_file()], opaque_mask)
+        StabilityRequest("inpaint", "edits", {"prompt": "p"}, [png_file((256, 256))], opaque_mask)
     assert info.value.param == "mask" and info.value.code == "invalid_value"
 
 
