@@ -15,6 +15,7 @@ from helpers.aws import create_tables
 from helpers.fakes import InMemoryImageStore
 from moto import mock_aws
 from PIL import Image
+from requests_toolbelt import MultipartEncoder
 
 from imagegw.accounts.admission import Accounts
 from imagegw.accounts.keys import KeyStore
@@ -144,3 +145,33 @@ def test_a_bad_key_is_401_before_its_bodys_400_and_a_good_key_gets_the_400(servi
     assert caught.value.status == 400 and caught.value.param == "n"
     assert KeyStore(dynamodb.Table("keys")).get(new.key_id)["used_images"] == 0  # refused before admission
     assert service.upstream.calls == 0
+
+
+def test_a_stable_image_core_edit_is_reserved_and_charged_at_the_inpaintings_price(service, dynamodb):
+    """Core's masked edits are Stability's inpainting ($0.07 an image, Core's generations $0.04): the credit
+    reservation before the call is the edit's price, so a 10-cent quota admits one edit, not two."""
+    store = KeyStore(dynamodb.Table("keys"))
+    new = store.create("core", quota_credits=10)
+    holed = Image.new("RGBA", (64, 64), (10, 20, 30, 255))
+    holed.paste((0, 0, 0, 0), (16, 16, 48, 48))
+    image = io.BytesIO()
+    holed.save(image, "PNG")
+    encoder = MultipartEncoder(
+        fields={
+            "model": "stable-image-core",
+            "prompt": "a hat",
+            "image": ("o.png", image.getvalue(), "image/png"),
+        }
+    )
+    headers = {"content-type": encoder.content_type, "authorization": f"Bearer {new.raw_key}"}
+    body = encoder.to_string()  # an encoder is read once
+
+    def edit(request_id: str):
+        http = HttpRequest("POST", "/v1/images/edits", headers, body, request_id)
+        return service.handle("edits", http, lambda: 60_000)
+
+    assert edit("req_edit_1").status == 200
+    assert store.get(new.key_id)["used_credits"] == Decimal(7)
+    with pytest.raises(QuotaExceeded):
+        edit("req_edit_2")  # 7 + 7 > 10, refused before the upstream
+    assert service.upstream.calls == 1

@@ -189,11 +189,37 @@ def test_an_inference_profile_or_arn_is_priced_as_its_model(prices, route_model)
     assert prices.entry(route_model) is prices.entry("stability.stable-image-inpaint-v1:0")
 
 
-def test_a_core_edit_is_charged_at_least_the_inpainting_it_used(prices):
+def test_a_core_edit_is_priced_as_the_inpainting_that_serves_it(prices):
+    # reserved at the inpainting's price before the call, so a credit quota is not overshot
+    assert prices.estimate_cents("stable-image-core", {"size": "auto"}, 2, "edits") == Decimal(14)
+    assert prices.estimate_cents("stable-image-core", {"size": "auto"}, 2, "generations") == Decimal(8)
+    assert prices.estimate_cents("stability.stable-image-core-v1:1", {"size": "auto"}, 1, "edits") == Decimal(
+        7
+    )
     served = UpstreamResult([GeneratedImage(b"png")], model="us.stability.stable-image-inpaint-v1:0")
-    charge = prices.charge("stable-image-core", {"size": "auto"}, served)
+    charge = prices.charge("stable-image-core", {"size": "auto"}, served, "edits")
     assert charge.upstream.cents == Decimal(7) and charge.charged.cents == Decimal(7)
     assert charge.upstream_model == "us.stability.stable-image-inpaint-v1:0"
+    # without the operation's price, the floor still charges at least what the inpainting cost
+    floored = prices.charge("stable-image-core", {"size": "auto"}, served)
+    assert floored.charged.cents == Decimal(7)
+
+
+def test_an_operations_price_overrides_only_that_operation():
+    doc = {
+        "models": {
+            "m": {
+                "per_image": {"*": {"standard": 0.01}},
+                "operations": {"edits": {"per_image": {"*": {"standard": 0.05}}}},
+            }
+        },
+        "default": {"per_image": {"*": {"standard": 1}}},
+    }
+    table = PriceTable(doc)
+    assert table.estimate_cents("m", {}, 1, "edits") == Decimal(5)
+    assert table.estimate_cents("m", {}, 1, "variations") == Decimal(1)
+    assert table.estimate_cents("m", {}, 1) == Decimal(1)
+    assert table.cost("m-2026-01-01", {}, result(3), "edits").cents == Decimal(15)
 
 
 def test_names_that_are_not_profiles_keep_their_dots(prices):

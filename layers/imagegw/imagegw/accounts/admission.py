@@ -99,7 +99,7 @@ def ledger_rule(prices: PriceTable, admission: Admission, outcome: Outcome) -> C
     """The ledger rule (module docstring): what the key is charged for this outcome."""
     request, result = admission.request, outcome.result
     if result is not None:
-        return prices.charge(request.model, request.params, result)
+        return prices.charge(request.model, request.params, result, request.operation)
     if outcome.maybe_billed:
         reserved = Cost(admission.hold.images, 0, 0, admission.hold.credits)
         return Charge(reserved, reserved)
@@ -178,7 +178,7 @@ class Accounts:
     ) -> Admission:
         """Authenticate, allow-list, rate-limit and reserve (one write; see the module docstring)."""
         images = request.n
-        credits = self._prices.estimate_cents(request.model, request.params, images)
+        credits = self._prices.estimate_cents(request.model, request.params, images, request.operation)
         try:
             admitted = self._ledger.admit(who.key_hash, who.display, request_id, images, credits, job=job)
         except ApiError as exc:

@@ -66,10 +66,13 @@ class PriceTable:
     def load(cls, path: str | Path | None = None) -> PriceTable:
         return _load(str(path or Path(__file__).with_name("prices.json")))
 
-    def entry(self, model: str) -> dict[str, Any]:
-        """The model's entry: exact name, else the longest entry the name extends with `-<suffix>`."""
+    def entry(self, model: str, operation: str | None = None) -> dict[str, Any]:
+        """The model's entry: exact name, else the longest entry the name extends with `-<suffix>`; with
+        the entry's own prices for `operation` where it has some (`"operations": {"edits": {...}}`)."""
         name = self._entry_name(model)
-        return self._models[name] if name is not None else self._default
+        entry = self._models[name] if name is not None else self._default
+        override = entry.get("operations", {}).get(operation) if operation else None
+        return {**entry, **override} if override else entry
 
     def known(self, model: str) -> bool:
         return self._entry_name(model) is not None
@@ -81,10 +84,13 @@ class PriceTable:
         matches = [name for name in self._models if model.startswith(name + "-")]
         return max(matches, key=len) if matches else None
 
-    def charge(self, model: str, params: dict[str, Any], result: UpstreamResult) -> Charge:
-        """The key's charge (the client model's price, at least the upstream cost) and the upstream cost
-        (the upstream model's price on its reported usage; the client model's when that one is unpriced)."""
-        charged = self.cost(model, params, result)
+    def charge(
+        self, model: str, params: dict[str, Any], result: UpstreamResult, operation: str | None = None
+    ) -> Charge:
+        """The key's charge (the client model's price for the operation, at least the upstream cost) and
+        the upstream cost (the upstream model's price on its reported usage; the client model's when that
+        one is unpriced)."""
+        charged = self.cost(model, params, result, operation)
         upstream_model = result.model or model
         if upstream_model == model or not self.known(upstream_model):
             return Charge(charged, charged, upstream_model)
@@ -94,18 +100,22 @@ class PriceTable:
             charged = Cost(charged.images, charged.input_tokens, charged.output_tokens, upstream.cents)
         return Charge(charged, upstream, upstream_model)
 
-    def estimate_cents(self, model: str, params: dict[str, Any], n: int) -> Decimal:
+    def estimate_cents(
+        self, model: str, params: dict[str, Any], n: int, operation: str | None = None
+    ) -> Decimal:
         """What `n` images should cost, before the upstream says: reserved against a credit quota."""
-        entry = self.entry(model)
+        entry = self.entry(model, operation)
         size, quality = params.get("size"), params.get("quality")
         if "per_image" in entry:
             return cents(_image_price(entry["per_image"], size, quality) * n * _CENTS_PER_USD)
         tokens = self.output_tokens_per_image(entry, size, quality) * n
         return cents(Decimal(tokens) * _token_price(entry, "output") / _PER_MILLION * _CENTS_PER_USD)
 
-    def cost(self, model: str, params: dict[str, Any], result: UpstreamResult) -> Cost:
+    def cost(
+        self, model: str, params: dict[str, Any], result: UpstreamResult, operation: str | None = None
+    ) -> Cost:
         """The estimated cost of a finished request: reported tokens where there are any."""
-        entry = self.entry(model)
+        entry = self.entry(model, operation)
         images = len(result.images)
         size = result.meta.get("size") or params.get("size")
         quality = result.meta.get("quality") or params.get("quality")
