@@ -26,6 +26,12 @@ def png(size=(256, 256), hole=True) -> bytes:
     return out.getvalue()
 
 
+def first_image(result) -> Image.Image:
+    img = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
+    img.load()
+    return img
+
+
 def test_the_sdk_lists_every_routed_catalog_model(client):
     listed = {m.id: m for m in client.models.list()}
     assert set(listed) == set(CATALOG.names())  # the local stack routes them all
@@ -56,9 +62,9 @@ def test_a_stable_image_core_masked_edit_is_inpainted_at_the_inputs_size(client)
         response_format="b64_json",
         extra_body={"grow_mask": 2},
     )
-    with Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json))) as img:
-        assert img.size == (256, 256)
-        assert img.convert("RGB").getpixel((8, 8)) == (30, 90, 200)  # outside the hole: kept
+    img = first_image(result)
+    assert img.size == (256, 256)
+    assert img.convert("RGB").getpixel((8, 8)) == (30, 90, 200)  # outside the hole: kept
 
 
 def test_retrieve_by_name_and_by_bedrock_id(client):
@@ -80,8 +86,7 @@ def test_a_bedrock_alias_generates_through_the_emulator(client):
         size="1536x1024",
         response_format="b64_json",
     )
-    with Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json))) as img:
-        assert img.size == (1536, 1024)
+    assert first_image(result).size == (1536, 1024)
 
 
 def test_a_key_allowed_only_dall_e_3_lists_only_dall_e_3(stack, stack_keys):
